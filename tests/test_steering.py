@@ -46,8 +46,15 @@ def test_path_product_is_exp_lambda_r0(potential, ess_threshold, seed):
     gen = torch.Generator().manual_seed(seed)
     lmbda = 0.7 + seed
     steer = FKSteering(
-        3, 5, 23, potential=potential, lmbda=lmbda, resample_interval=1 + seed % 3,
-        resample_start=seed % 2, ess_threshold=ess_threshold, generator=gen,
+        3,
+        5,
+        23,
+        potential=potential,
+        lmbda=lmbda,
+        resample_interval=1 + seed % 3,
+        resample_start=seed % 2,
+        ess_threshold=ess_threshold,
+        generator=gen,
     )
     drive(steer, gen)
     recs = steer.trace.records

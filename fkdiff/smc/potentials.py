@@ -79,9 +79,7 @@ def potential_increment(
     return log_g, _advance(state, r, log_g)
 
 
-def final_correction(
-    lmbda: float, rewards: torch.Tensor, state: PotentialState
-) -> tuple[torch.Tensor, PotentialState]:
+def final_correction(lmbda: float, rewards: torch.Tensor, state: PotentialState) -> tuple[torch.Tensor, PotentialState]:
     """log G_final = λ·r(x₀) − Σ_n log G_n (path sum), so that Π_n G_n = exp(λ·r(x₀)) on every path."""
     r = rewards.to(torch.float64)
     log_g = lmbda * r - state.path_log_potential

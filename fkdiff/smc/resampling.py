@@ -8,7 +8,7 @@ into indices of a flat ``[G·K]`` batch.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -86,9 +86,7 @@ def resample(
     ``-inf``) is resampled uniformly.
     """
     if scheme not in RESAMPLING_SCHEMES:
-        raise ValueError(
-            f"Unknown resampling scheme {scheme!r}; `scheme` must be one of {sorted(RESAMPLING_SCHEMES)}"
-        )
+        raise ValueError(f"Unknown resampling scheme {scheme!r}; `scheme` must be one of {sorted(RESAMPLING_SCHEMES)}")
     squeeze = log_weights.dim() == 1
     lw = log_weights.unsqueeze(0) if squeeze else log_weights
     if lw.dim() != 2:

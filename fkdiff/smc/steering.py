@@ -45,9 +45,7 @@ def check_rewards(rewards, num: int, name: str = "reward") -> torch.Tensor:
     if rewards.is_complex() or rewards.dtype == torch.bool:
         raise TypeError(f"`{name}` must return a real tensor, got dtype {rewards.dtype}")
     if tuple(rewards.shape) != (num,):
-        raise ValueError(
-            f"`{name}` must return one score per image: shape [{num}], got {tuple(rewards.shape)}"
-        )
+        raise ValueError(f"`{name}` must return one score per image: shape [{num}], got {tuple(rewards.shape)}")
     rewards = rewards.detach()
     if not torch.isfinite(rewards).all():
         bad = (~torch.isfinite(rewards)).nonzero().flatten().tolist()[:8]
@@ -241,13 +239,9 @@ class FKSteering:
             self._log_z_closed = self._log_z_closed + torch.where(
                 do, log_mean_exp(self.log_weights), torch.zeros_like(self._log_z_closed)
             )
-            self.log_weights = torch.where(
-                do.unsqueeze(-1), torch.zeros_like(self.log_weights), self.log_weights
-            )
+            self.log_weights = torch.where(do.unsqueeze(-1), torch.zeros_like(self.log_weights), self.log_weights)
             self._pstate = reorder_potential_state(self._pstate, ancestors)
-        self.trace.records.append(
-            StepRecord(step, group_ess.cpu(), do.cpu(), ancestors.cpu(), r.cpu(), log_g.cpu())
-        )
+        self.trace.records.append(StepRecord(step, group_ess.cpu(), do.cpu(), ancestors.cpu(), r.cpu(), log_g.cpu()))
         if last:
             self.finished = True
             self.trace.log_z = self.log_z.cpu()

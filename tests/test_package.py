@@ -1,0 +1,69 @@
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_smc_imports_no_diffusers():
+    code = "import sys, fkdiff.smc; print([m for m in sys.modules if m.split('.')[0] in ('diffusers', 'transformers')])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_ruff_passes():
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    if not Path(ruff).exists():
+        pytest.skip("ruff is not installed (it is in the [dev] extra)")
+    out = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "<!-- test-command -->" in readme and "<!-- main-command -->" in readme
+    assert "test-command" in ci
+    block = readme.split("<!-- test-command -->", 1)[1].split("```bash", 1)[1].split("```", 1)[0].strip()
+    assert "pytest" in block and "venv" in block
+
+
+def test_cli_bench_prints_table_and_json(tmp_path):
+    from fkdiff.cli import main
+
+    out = tmp_path / "rows.json"
+    assert (
+        main(
+            [
+                "bench",
+                "--particles",
+                "1,4",
+                "--potentials",
+                "diff",
+                "--rewards",
+                "linear",
+                "--groups",
+                "32",
+                "--steps",
+                "20",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    rows = json.loads(out.read_text())
+    assert [r["K"] for r in rows] == [1, 4]
+    assert all({"tv", "tv_tolerance", "potential", "reward"} <= set(r) for r in rows)
+
+
+def test_cli_rejects_bad_lists(capsys):
+    from fkdiff.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--potentials", "bogus"])
+    assert "diff" in capsys.readouterr().err
