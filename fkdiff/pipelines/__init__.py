@@ -1,5 +1,6 @@
-"""diffusers-facing code: how a denoising loop is intercepted or written."""
+"""diffusers-facing code: how a stock pipeline's denoising loop is intercepted and steered."""
 
+from .fk_steering import FKSteeringOutput, FKSteeringPipeline
 from .utils import predict_x0
 
-__all__ = ["predict_x0"]
+__all__ = ["FKSteeringOutput", "FKSteeringPipeline", "predict_x0"]

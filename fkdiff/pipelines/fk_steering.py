@@ -1,0 +1,376 @@
+"""FKSteeringPipeline: Feynman–Kac steering (Singhal et al. 2025) of stock diffusers pipelines.
+
+The stock pipeline runs its own loop for G·K particles (K per prompt, prompt-major). A scheduler
+proxy intercepts ``step()``: after the real step, at update steps, it decodes x̂₀ of every particle,
+scores it, updates the log-weights of :class:`fkdiff.smc.FKSteering`, and reorders the new latents and
+the scheduler's per-sample state by the resampled ancestors (within each prompt's group only). The
+final latents are decoded once, scored, and the final correction makes the target p₀·exp(λ·r)
+whichever potential is used.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from diffusers.utils import BaseOutput
+
+from ..smc import FKSteering, SteeringTrace, check_rewards
+from .families import Family, detect_family, vae_decode
+from .intercept import (
+    UNSUPPORTED_SCHEDULERS,
+    SchedulerProxy,
+    chunked_forward,
+    installed_scheduler,
+    is_stochastic,
+    reorder_scheduler_state,
+    scheduler_x0,
+)
+from .utils import alpha_bar
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FKSteeringPipeline", "FKSteeringOutput"]
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass
+class FKSteeringOutput(BaseOutput):
+    """Selected images, per-particle rewards and log-weights ``[G, K]``, and the SMC trace.
+
+    ``images`` holds one image per prompt (or group), or all G·K particles when
+    ``selection="all"``; ``selected`` gives their flat particle indices.
+    """
+
+    images: Any
+    rewards: torch.Tensor
+    log_weights: torch.Tensor
+    trace: SteeringTrace
+    selected: torch.Tensor
+    latents: torch.Tensor | None = None
+
+
+def _reward_name(reward) -> str:
+    return getattr(reward, "__name__", None) or type(reward).__name__
+
+
+def _chunks(n: int, size: int | None):
+    size = size or n
+    for s in range(0, n, size):
+        yield slice(s, min(n, s + size))
+
+
+def _to_output(images: torch.Tensor, output_type: str, pipe):
+    """Images in [0, 1] ``[N, C, H, W]`` → the requested output type."""
+    if output_type == "pt":
+        return images
+    arr = images.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+    if output_type == "np":
+        return arr
+    return pipe.numpy_to_pil(arr)
+
+
+class FKSteeringPipeline:
+    """FK steering around a loaded diffusers pipeline (no weights are copied).
+
+    Build it with :meth:`from_pretrained` (any supported model id or local folder) or
+    :meth:`from_pipe` (an already-loaded pipeline). Calling it runs the stock pipeline for
+    ``num_particles`` particles per prompt and steers them toward p₀·exp(λ·reward).
+    """
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.family: Family = detect_family(pipe)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pipe(cls, pipe) -> FKSteeringPipeline:
+        """Wrap a loaded pipeline (shares its modules)."""
+        return cls(pipe)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> FKSteeringPipeline:
+        """Load the right pipeline class from a hub id or local folder (as ``DiffusionPipeline`` does)."""
+        from diffusers import DiffusionPipeline
+
+        return cls(DiffusionPipeline.from_pretrained(pretrained_model_name_or_path, **kwargs))
+
+    def to(self, *args, **kwargs) -> FKSteeringPipeline:
+        self.pipe.to(*args, **kwargs)
+        return self
+
+    def __getattr__(self, name):  # components (unet, vae, scheduler, ...) read through
+        if name == "pipe":
+            raise AttributeError(name)
+        return getattr(self.pipe, name)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.device
+
+    # ------------------------------------------------------------------ helpers
+    def decode(self, latents: torch.Tensor, decoder=None, max_batch_size: int | None = None) -> torch.Tensor:
+        """Latents (or x̂₀) → images in [0, 1], chunked; ``decoder`` overrides the pipeline's VAE."""
+        parts = []
+        for sl in _chunks(latents.shape[0], max_batch_size):
+            if decoder is None:
+                parts.append(self.family.decode(self.pipe, latents[sl], None))
+            elif isinstance(decoder, torch.nn.Module) and hasattr(decoder, "decode"):
+                parts.append(vae_decode(decoder, latents[sl]))
+            else:
+                parts.append(decoder(latents[sl]))
+        return torch.cat(parts, 0)
+
+    def score(self, reward, images, prompts, max_batch_size=None) -> torch.Tensor:
+        """Reward of every image, chunked and validated (one finite score per image, in order)."""
+        n = images.shape[0]
+        outs = []
+        for sl in _chunks(n, max_batch_size):
+            r = reward(images[sl], None if prompts is None else prompts[sl])
+            outs.append(check_rewards(r, sl.stop - sl.start, name=_reward_name(reward)))
+        return torch.cat(outs).to(torch.float64)
+
+    # ------------------------------------------------------------------ call
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        *,
+        reward: Callable | None = None,
+        num_particles: int = 4,
+        potential: str = "diff",
+        lmbda: float = 10.0,
+        resample_start: int = 0,
+        resample_end: int | None = None,
+        resample_interval: int = 5,
+        ess_threshold: float | None = None,
+        resampling: str = "systematic",
+        selection: str = "best",
+        max_batch_size: int | None = None,
+        reward_guidance: float = 0.0,
+        intermediate_decoder=None,
+        batch_size: int = 1,
+        num_inference_steps: int = 50,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        **pipe_kwargs,
+    ):
+        """Steer the stock pipeline.
+
+        Args beyond the base pipeline's own (which pass through: ``guidance_scale``, ``height``,
+        ``eta``, ``negative_prompt``, ``callback_on_step_end``, ...):
+            reward: callable ``(images [N, C, H, W] in [0, 1], prompts | None) -> Tensor[N]``.
+            num_particles: K >= 1 particles per prompt (or per group for unconditional pipelines).
+            potential: ``diff`` (default), ``max``, ``sum`` or ``rt``; lmbda: λ of p₀·exp(λ·r).
+            resample_start, resample_end, resample_interval: weight-update steps (see FKSteering).
+            ess_threshold: resample a group only when ESS < threshold·K (None: at every update).
+            resampling: ``systematic``, ``stratified``, ``multinomial`` or ``residual``.
+            selection: ``best`` (highest final weight), ``sample`` (a draw by weight) or ``all``.
+            max_batch_size: chunk the denoiser, the decodes and the reward to this many rows.
+            reward_guidance: scale of the gradient-guided proposal (0: off; needs a differentiable
+                reward and a DDPM scheduler); its proposal ratio is added to the weights.
+            intermediate_decoder: a cheaper decoder for x̂₀ at update steps (e.g. a TAESD
+                ``AutoencoderTiny``, or a callable latents → images in [0, 1]); the final images always
+                come from the pipeline's own decoder.
+            batch_size: number of groups for unconditional pipelines.
+        """
+        pipe, fam = self.pipe, self.family
+        if reward is None or not callable(reward):
+            raise TypeError("`reward` must be a callable (images, prompts) -> Tensor[N]")
+        if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
+            raise ValueError(f"`num_particles` must be an integer >= 1, got {num_particles!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {list(OUTPUT_TYPES)}, got {output_type!r}")
+        if selection not in ("best", "sample", "all"):
+            raise ValueError(f"`selection` must be one of ['best', 'sample', 'all'], got {selection!r}")
+        if max_batch_size is not None and (not isinstance(max_batch_size, int) or max_batch_size < 1):
+            raise ValueError(f"`max_batch_size` must be a positive integer or None, got {max_batch_size!r}")
+        if not math.isfinite(float(reward_guidance)) or reward_guidance < 0:
+            raise ValueError(f"`reward_guidance` must be a finite number >= 0, got {reward_guidance!r}")
+        if reward_guidance > 0 and not getattr(reward, "differentiable", False):
+            raise ValueError("`reward_guidance` > 0 needs a differentiable reward (attribute `differentiable = True`)")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError("`generator` must be a single torch.Generator (it seeds all K·G particles)")
+        sched_name = type(pipe.scheduler).__name__
+        if sched_name in UNSUPPORTED_SCHEDULERS:
+            raise ValueError(
+                f"{sched_name} cannot be steered: {UNSUPPORTED_SCHEDULERS[sched_name]}. Swap in a stochastic "
+                "scheduler, e.g. pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config) with eta=1.0, "
+                "or EulerAncestralDiscreteScheduler / DDPMScheduler."
+            )
+        if reward_guidance > 0 and sched_name != "DDPMScheduler":
+            raise ValueError(f"`reward_guidance` needs a DDPMScheduler (exact Gaussian transitions), got {sched_name}")
+        k = num_particles
+        if fam.conditional:
+            if prompt is None:
+                raise ValueError("`prompt` is required for this pipeline (a string or a list of strings)")
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            if not prompts or not all(isinstance(p, str) for p in prompts):
+                raise TypeError("`prompt` must be a string or a non-empty list of strings")
+            g = len(prompts)
+            for key in ("negative_prompt",):
+                neg = pipe_kwargs.get(key)
+                if isinstance(neg, list) and len(neg) != g:
+                    raise ValueError(f"`{key}` must have {g} entries (one per prompt), got {len(neg)}")
+            particle_prompts = [p for p in prompts for _ in range(k)]
+            call = dict(prompt=prompts, num_images_per_prompt=k)
+        else:
+            if prompt is not None:
+                raise ValueError(f"{type(pipe).__name__} is unconditional: pass `batch_size` groups, not `prompt`")
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+            g, particle_prompts = batch_size, None
+            call = dict(batch_size=batch_size * k)
+
+        # resampling draws get their own generator, derived without consuming the user's stream, so
+        # that the noise of the stock loop is untouched (λ = 0 reproduces the stock pipeline)
+        seed = generator.initial_seed() if generator is not None else int(torch.randint(0, 2**62, (1,)).item())
+        smc_gen = torch.Generator().manual_seed((seed * 6364136223846793005 + 1442695040888963407) % 2**63)
+        state: dict[str, Any] = dict(step=0, steer=None, num_steps=None, warned=False)
+        step_kwargs_seen: dict = {}
+
+        def on_step(real_step, *args, **kwargs):
+            sched = pipe.__dict__["scheduler"]._real
+            params = inspect.signature(real_step).parameters
+            bound = params and inspect.signature(real_step).bind(*args, **kwargs)
+            a = bound.arguments
+            model_output, timestep, sample = a["model_output"], a["timestep"], a["sample"]
+            want_dict = a.get("return_dict", True)
+            if "generator" in params and a.get("generator") is None and generator is not None:
+                a["generator"] = generator  # pipelines that never pass one (SD3, FLUX)
+            a["return_dict"] = True
+            if state["steer"] is None:
+                n_calls = len(sched.timesteps)
+                t_steps = (n_calls + 1) // 2 if hasattr(sched, "state_in_first_order") else n_calls
+                state["num_steps"] = t_steps
+                state["steer"] = FKSteering(
+                    g,
+                    k,
+                    t_steps,
+                    potential=potential,
+                    lmbda=lmbda,
+                    resampling=resampling,
+                    resample_start=resample_start,
+                    resample_end=resample_end,
+                    resample_interval=resample_interval,
+                    ess_threshold=ess_threshold,
+                    generator=smc_gen,
+                )
+                step_kwargs_seen.update({kk: v for kk, v in a.items() if kk in ("eta", "s_churn")})
+                if k > 1 and not is_stochastic(sched, step_kwargs_seen):
+                    logger.warning(
+                        "%s with these settings is deterministic: resampled copies of a particle stay identical. "
+                        "Use a stochastic sampler (DDPM, DDIM with eta > 0, Euler-ancestral, SDE solvers).",
+                        type(sched).__name__,
+                    )
+            steer: FKSteering = state["steer"]
+            i = state["step"]
+            guided = reward_guidance > 0 and i < state["num_steps"] - 1
+            if guided:
+                grad = self._reward_grad(
+                    reward,
+                    sched,
+                    model_output,
+                    timestep,
+                    sample,
+                    particle_prompts,
+                    lmbda,
+                    intermediate_decoder,
+                    max_batch_size,
+                )
+            out = real_step(*bound.args, **bound.kwargs)
+            if guided:
+                out = self._guide(sched, out, timestep, sample, grad, reward_guidance, steer)
+            complete = bool(getattr(sched, "state_in_first_order", True))
+            if complete:
+                state["step"] = i + 1
+                if i < state["num_steps"] - 1 and steer.is_update_step(i):
+                    x0 = scheduler_x0(sched, out, model_output, timestep, sample)
+                    images = self.decode(x0, intermediate_decoder, max_batch_size)
+                    idx = steer.update(i, self.score(reward, images, particle_prompts, max_batch_size))
+                    if not torch.equal(idx, torch.arange(idx.numel(), device=idx.device)):
+                        idx = idx.to(out.prev_sample.device)
+                        out.prev_sample = out.prev_sample[idx]
+                        reorder_scheduler_state(sched, idx, sample)
+            return out if want_dict else out.to_tuple()
+
+        proxy = SchedulerProxy(pipe.scheduler, on_step)
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        with installed_scheduler(pipe, proxy), chunked_forward(denoiser, max_batch_size):
+            result = pipe(
+                **call,
+                num_inference_steps=num_inference_steps,
+                generator=generator,
+                output_type=fam.raw_output_type,
+                return_dict=True,
+                **pipe_kwargs,
+            )
+        steer = state["steer"]
+        if steer is None:
+            raise RuntimeError("the pipeline never called scheduler.step(); nothing was steered")
+        raw = result.images
+        if fam.raw_output_type == "latent":
+            latents = raw
+            images = self.decode(latents, None, max_batch_size)
+        else:  # pixel-space pipelines return images in [0, 1]
+            images = torch.as_tensor(np.asarray(raw)) if not isinstance(raw, torch.Tensor) else raw
+            latents = images * 2 - 1
+        rewards = self.score(reward, images, particle_prompts, max_batch_size)
+        steer.update(state["num_steps"] - 1, rewards)
+        sel = steer.select(selection, smc_gen)
+        chosen = latents[sel] if output_type == "latent" else _to_output(images[sel], output_type, pipe)
+        out = FKSteeringOutput(
+            images=chosen,
+            rewards=rewards.reshape(g, k).cpu(),
+            log_weights=steer.log_weights.cpu(),
+            trace=steer.trace,
+            selected=sel.cpu(),
+            latents=latents[sel],
+        )
+        return out if return_dict else (out.images,)
+
+    # ------------------------------------------------------------------ gradient-guided proposal
+    def _reward_grad(self, reward, sched, model_output, timestep, sample, prompts, lmbda, decoder, max_batch):
+        """∇_{x_t} λ·r(decode(x̂₀)) with ε held fixed: ∇_{x̂₀}(λ·r)/√ᾱ_t."""
+        from .utils import predict_x0
+
+        with torch.enable_grad():
+            x0 = predict_x0(sched, model_output, timestep, sample).detach().to(torch.float32).requires_grad_(True)
+            images = self.decode(x0, decoder, max_batch)
+            r = reward(images, prompts)
+            check_rewards(r.detach(), x0.shape[0], name=_reward_name(reward))
+            (g,) = torch.autograd.grad(lmbda * r.sum(), x0)
+        return g / alpha_bar(sched, timestep, g).sqrt()
+
+    @staticmethod
+    def _guide(sched, out, timestep, sample, grad, scale, steer: FKSteering):
+        """Shift a DDPM step to N(μ + s·σ²·g, σ²) and add log p(x′|x_t) − log q(x′|x_t) to the weights."""
+        t = int(timestep)
+        prev_t = int(sched.previous_timestep(t))
+        acp = sched.alphas_cumprod
+        a_t = acp[t].double()
+        a_prev = acp[prev_t].double() if prev_t >= 0 else torch.tensor(1.0, dtype=torch.float64)
+        cur_alpha = a_t / a_prev
+        cur_beta = 1 - cur_alpha
+        c0 = a_prev.sqrt() * cur_beta / (1 - a_t)
+        ct = cur_alpha.sqrt() * (1 - a_prev) / (1 - a_t)
+        var = sched._get_variance(t).double()
+        if sched.config.variance_type != "fixed_small":
+            raise ValueError("`reward_guidance` supports DDPMScheduler(variance_type='fixed_small') only")
+        x0 = out.pred_original_sample.double()
+        mu = c0 * x0 + ct * sample.double()
+        shift = scale * var * grad.double()
+        new = out.prev_sample.double() + shift
+        dims = tuple(range(1, new.dim()))
+        log_p = -((new - mu) ** 2).sum(dims) / (2 * var)
+        log_q = -((new - mu - shift) ** 2).sum(dims) / (2 * var)
+        steer.add_log_weights(log_p - log_q, "gradient-guidance proposal correction")
+        out.prev_sample = new.to(out.prev_sample.dtype)
+        return out

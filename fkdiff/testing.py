@@ -1,0 +1,202 @@
+"""Tiny, random-init diffusers pipelines built locally (no hub): for tests and benchmarks.
+
+The CLIP tokenizer is built from the byte-level alphabet alone (256 byte tokens, their ``</w>``
+forms and the two specials, no merges), so it needs no downloaded vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "build_clip_tokenizer",
+    "tiny_ddpm_pipeline",
+    "tiny_sd_pipeline",
+    "tiny_sdxl_pipeline",
+    "tiny_vae",
+    "tiny_taesd",
+]
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2/CLIP byte → printable unicode map, in byte order."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def build_clip_tokenizer(directory: str | Path | None = None):
+    """A ``CLIPTokenizer`` over bytes only (514 tokens), saved in ``directory`` and loaded from there."""
+    from transformers import CLIPTokenizer
+
+    directory = Path(directory or tempfile.mkdtemp(prefix="fkdiff-tok-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    chars = _bytes_to_unicode()
+    vocab_list = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab_list)}))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(vocab=str(directory / "vocab.json"), merges=str(directory / "merges.txt"), model_max_length=77)
+    tok.save_pretrained(directory)
+    return CLIPTokenizer.from_pretrained(directory)
+
+
+def _seed(seed: int):
+    torch.manual_seed(seed)
+
+
+def tiny_vae(seed: int = 0):
+    from diffusers import AutoencoderKL
+
+    _seed(seed)
+    return AutoencoderKL(
+        block_out_channels=[8, 8],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        norm_num_groups=2,
+        sample_size=32,
+    )
+
+
+def tiny_taesd(seed: int = 0):
+    """A random-init ``AutoencoderTiny`` (TAESD architecture, narrow) decoding 4-channel latents."""
+    from diffusers import AutoencoderTiny
+
+    _seed(seed)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+        upsampling_scaling_factor=2,
+    )
+
+
+def _clip_text(seed: int, hidden: int = 32, projection: bool = False):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    _seed(seed)
+    cfg = CLIPTextConfig(
+        bos_token_id=512,
+        eos_token_id=513,
+        pad_token_id=513,
+        hidden_size=hidden,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=514,
+        projection_dim=32,
+    )
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg).eval()
+
+
+def tiny_sd_pipeline(seed: int = 0, scheduler=None, sample_size: int = 16):
+    """A tiny Stable Diffusion pipeline (random weights): 8×8 latents → 16×16 images by default."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    _seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=sample_size // 2,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=2,
+        attention_head_dim=2,
+    )
+    scheduler = scheduler or DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet.eval(),
+        scheduler=scheduler,
+        vae=tiny_vae(seed).eval(),
+        text_encoder=_clip_text(seed),
+        tokenizer=build_clip_tokenizer(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_sdxl_pipeline(seed: int = 0, scheduler=None, sample_size: int = 16):
+    """A tiny SDXL pipeline (two text encoders, text_time embedding), random weights."""
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    _seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=sample_size // 2,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,  # 6 time ids × 8 + 32 pooled
+        cross_attention_dim=64,
+        norm_num_groups=2,
+    )
+    scheduler = scheduler or EulerAncestralDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )
+    tok = build_clip_tokenizer()
+    pipe = StableDiffusionXLPipeline(
+        unet=unet.eval(),
+        scheduler=scheduler,
+        vae=tiny_vae(seed).eval(),
+        text_encoder=_clip_text(seed),
+        text_encoder_2=_clip_text(seed + 1, projection=True),
+        tokenizer=tok,
+        tokenizer_2=tok,
+        force_zeros_for_empty_prompt=True,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_ddpm_pipeline(seed: int = 0, sample_size: int = 8, scheduler=None):
+    """A tiny unconditional pixel-space DDPMPipeline (random UNet2DModel, 1 channel)."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    _seed(seed)
+    unet = UNet2DModel(
+        sample_size=sample_size,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )
+    pipe = DDPMPipeline(unet=unet.eval(), scheduler=scheduler or DDPMScheduler(num_train_timesteps=1000))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
