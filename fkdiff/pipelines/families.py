@@ -7,8 +7,9 @@ produce G·K particles, group-major (prompt-major, K contiguous per prompt), as 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

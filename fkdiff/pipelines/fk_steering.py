@@ -13,8 +13,9 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,6 @@ from .intercept import (
     reorder_scheduler_state,
     scheduler_x0,
 )
-from .utils import alpha_bar
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +205,11 @@ class FKSteeringPipeline:
                 "scheduler, e.g. pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config) with eta=1.0, "
                 "or EulerAncestralDiscreteScheduler / DDPMScheduler."
             )
-        if reward_guidance > 0 and sched_name != "DDPMScheduler":
-            raise ValueError(f"`reward_guidance` needs a DDPMScheduler (exact Gaussian transitions), got {sched_name}")
+        if reward_guidance > 0 and (sched_name != "DDPMScheduler" or fam.conditional):
+            raise ValueError(
+                "`reward_guidance` is supported for unconditional pipelines with a DDPMScheduler (exact Gaussian "
+                f"transitions, gradient through the denoiser); got {type(pipe).__name__} with {sched_name}"
+            )
         k = num_particles
         if fam.conditional:
             if prompt is None:
@@ -277,7 +280,6 @@ class FKSteeringPipeline:
                 grad = self._reward_grad(
                     reward,
                     sched,
-                    model_output,
                     timestep,
                     sample,
                     particle_prompts,
@@ -337,17 +339,18 @@ class FKSteeringPipeline:
         return out if return_dict else (out.images,)
 
     # ------------------------------------------------------------------ gradient-guided proposal
-    def _reward_grad(self, reward, sched, model_output, timestep, sample, prompts, lmbda, decoder, max_batch):
-        """∇_{x_t} λ·r(decode(x̂₀)) with ε held fixed: ∇_{x̂₀}(λ·r)/√ᾱ_t."""
+    def _reward_grad(self, reward, sched, timestep, sample, prompts, lmbda, decoder, max_batch):
+        """∇_{x_t} λ·r(decode(x̂₀(x_t))), differentiating through the denoiser (one extra call with grad)."""
         from .utils import predict_x0
 
         with torch.enable_grad():
-            x0 = predict_x0(sched, model_output, timestep, sample).detach().to(torch.float32).requires_grad_(True)
-            images = self.decode(x0, decoder, max_batch)
+            x = sample.detach().requires_grad_(True)
+            eps = self.pipe.unet(x, timestep).sample
+            images = self.decode(predict_x0(sched, eps, timestep, x), decoder, max_batch)
             r = reward(images, prompts)
-            check_rewards(r.detach(), x0.shape[0], name=_reward_name(reward))
-            (g,) = torch.autograd.grad(lmbda * r.sum(), x0)
-        return g / alpha_bar(sched, timestep, g).sqrt()
+            check_rewards(r.detach(), x.shape[0], name=_reward_name(reward))
+            (g,) = torch.autograd.grad(lmbda * r.sum(), x)
+        return g
 
     @staticmethod
     def _guide(sched, out, timestep, sample, grad, scale, steer: FKSteering):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -107,6 +108,7 @@ def chunked_forward(module: torch.nn.Module, max_batch_size: int | None):
         yield
         return
     forward = module.forward
+    had_own = "forward" in module.__dict__  # e.g. a hook or a spy already installed on the instance
 
     @functools.wraps(forward)
     def chunked(*args, **kwargs):
@@ -124,7 +126,10 @@ def chunked_forward(module: torch.nn.Module, max_batch_size: int | None):
     try:
         yield
     finally:
-        del module.forward
+        if had_own:
+            module.forward = forward
+        else:
+            del module.forward
 
 
 def _same_shape(t, ref: torch.Tensor) -> bool:
