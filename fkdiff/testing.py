@@ -17,6 +17,9 @@ __all__ = [
     "tiny_ddpm_pipeline",
     "tiny_sd_pipeline",
     "tiny_sdxl_pipeline",
+    "tiny_sd3_pipeline",
+    "tiny_flux_pipeline",
+    "build_t5_tokenizer",
     "tiny_vae",
     "tiny_taesd",
 ]
@@ -198,5 +201,109 @@ def tiny_ddpm_pipeline(seed: int = 0, sample_size: int = 8, scheduler=None):
         norm_num_groups=4,
     )
     pipe = DDPMPipeline(unet=unet.eval(), scheduler=scheduler or DDPMScheduler(num_train_timesteps=1000))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_t5_tokenizer():
+    """A small in-memory Unigram ``T5Tokenizer`` (letters, digits, a few words); no download."""
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [("▁" + w, -3.0) for w in ("a", "the", "cat", "dog", "red", "tree", "photo", "of")]
+    pieces += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    pieces += [("▁" + c, -6.0) for c in "abcdefghijklmnopqrstuvwxyz"]
+    return T5Tokenizer(vocab=pieces, extra_ids=0)
+
+
+def _t5_encoder(seed: int, vocab_size: int, d_model: int = 32):
+    from transformers import T5Config, T5EncoderModel
+
+    _seed(seed)
+    cfg = T5Config(
+        vocab_size=vocab_size, d_model=d_model, d_ff=37, d_kv=8, num_layers=2, num_heads=4, decoder_start_token_id=0
+    )
+    return T5EncoderModel(cfg).eval()
+
+
+def _flow_vae(seed: int, latent_channels: int):
+    from diffusers import AutoencoderKL
+
+    _seed(seed)
+    return AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    ).eval()
+
+
+def tiny_sd3_pipeline(seed: int = 0, scheduler=None):
+    """A tiny SD3 pipeline (two CLIP encoders, a T5 encoder, MMDiT), flow matching, random weights."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    _seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=32,
+        pooled_projection_dim=64,
+        out_channels=4,
+    ).eval()
+    clip_tok = build_clip_tokenizer()
+    t5_tok = build_t5_tokenizer()
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=scheduler or FlowMatchEulerDiscreteScheduler(stochastic_sampling=True),
+        vae=_flow_vae(seed, 4),
+        text_encoder=_clip_text(seed, projection=True),
+        text_encoder_2=_clip_text(seed + 1, projection=True),
+        text_encoder_3=_t5_encoder(seed, len(t5_tok)),
+        tokenizer=clip_tok,
+        tokenizer_2=clip_tok,
+        tokenizer_3=t5_tok,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_flux_pipeline(seed: int = 0, scheduler=None):
+    """A tiny FLUX pipeline (CLIP + T5 encoders, packed latents), flow matching, random weights."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    _seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
+    ).eval()
+    t5_tok = build_t5_tokenizer()
+    pipe = FluxPipeline(
+        transformer=transformer,
+        scheduler=scheduler or FlowMatchEulerDiscreteScheduler(stochastic_sampling=True),
+        vae=_flow_vae(seed, 1),
+        text_encoder=_clip_text(seed, projection=False),
+        text_encoder_2=_t5_encoder(seed, len(t5_tok)),
+        tokenizer=build_clip_tokenizer(),
+        tokenizer_2=t5_tok,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe

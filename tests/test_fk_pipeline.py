@@ -448,3 +448,115 @@ def test_unsupported_scheduler_and_pipeline():
 def test_unconditional_rejects_prompt():
     with pytest.raises(ValueError, match="batch_size"):
         FKSteeringPipeline.from_pipe(tiny_ddpm_pipeline())("a cat", reward=brightness)
+
+
+# ---------------------------------------------------------------- flow matching (SD3, FLUX) and two-call schedulers
+FLOW_KW = dict(height=16, width=16, max_sequence_length=16)
+
+
+@pytest.fixture(scope="module", params=["sd3", "flux"])
+def flow_pipe(request):
+    from fkdiff.testing import tiny_flux_pipeline, tiny_sd3_pipeline
+
+    return {"sd3": tiny_sd3_pipeline, "flux": tiny_flux_pipeline}[request.param]()
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_flow_pipelines_run_and_are_seeded(flow_pipe, k):
+    fk = FKSteeringPipeline.from_pipe(flow_pipe)
+    kw = dict(
+        reward=brightness,
+        num_particles=k,
+        num_inference_steps=4,
+        resample_interval=1,
+        lmbda=100.0,
+        output_type="pt",
+        selection="all",
+        **FLOW_KW,
+    )
+    a = fk(PROMPTS[:2], generator=gen(0), **kw)
+    b = fk(PROMPTS[:2], generator=gen(0), **kw)
+    c = fk(PROMPTS[:2], generator=gen(1), **kw)
+    assert a.images.shape == (2 * k, 3, 16, 16)
+    assert torch.equal(a.images, b.images)  # stochastic flow sampling gets the user's generator injected
+    assert not torch.equal(a.images, c.images)
+
+
+def test_flow_forced_permutation_permutes_outputs(flow_pipe, monkeypatch, caplog):
+    """Deterministic flow matching, one prompt: a within-group permutation permutes the final images."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    real = flow_pipe.scheduler
+    flow_pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(real.config, stochastic_sampling=False)
+    try:
+        k = 3
+        perm = torch.tensor([[2, 2, 0]])
+        monkeypatch.setattr(fks, "FKSteering", type("F", (ForcedPermutation,), dict(perm=perm)))
+        with caplog.at_level(logging.ERROR):
+            out = FKSteeringPipeline.from_pipe(flow_pipe)(
+                "a cat",
+                reward=brightness,
+                num_particles=k,
+                lmbda=0.0,
+                num_inference_steps=5,
+                resample_interval=1,
+                generator=gen(),
+                output_type="latent",
+                selection="all",
+                **FLOW_KW,
+            )
+        ref = flow_pipe(
+            "a cat", num_images_per_prompt=k, num_inference_steps=5, generator=gen(), output_type="latent", **FLOW_KW
+        ).images
+        torch.testing.assert_close(out.images, ref[perm[0]], rtol=0, atol=1e-6)
+    finally:
+        flow_pipe.scheduler = real
+
+
+@pytest.mark.parametrize("name", ["HeunDiscreteScheduler", "KDPM2DiscreteScheduler"])
+def test_two_call_schedulers_permute_between_full_steps(name, monkeypatch, caplog):
+    import diffusers
+
+    pipe = tiny_sd_pipeline()
+    pipe.scheduler = getattr(diffusers, name).from_config(pipe.scheduler.config)
+    k = 3
+    perm = torch.tensor([[1, 2, 0]])
+    monkeypatch.setattr(fks, "FKSteering", type("F", (ForcedPermutation,), dict(perm=perm)))
+    with caplog.at_level(logging.ERROR):
+        out = FKSteeringPipeline.from_pipe(pipe)(
+            "a cat",
+            reward=brightness,
+            num_particles=k,
+            lmbda=0.0,
+            num_inference_steps=5,
+            resample_interval=1,
+            generator=gen(),
+            output_type="latent",
+            selection="all",
+        )
+    ref = pipe("a cat", num_images_per_prompt=k, num_inference_steps=5, generator=gen(), output_type="latent").images
+    # σ-scaled latents (|x| ~ 10) in float32: rows may round differently by 1 ulp; a wrong reorder is off by > 1e-2
+    torch.testing.assert_close(out.images, ref[perm[0]], rtol=1e-5, atol=1e-5)
+    assert [r.step for r in out.trace.records] == [0, 1, 2, 3, 4]
+
+
+def test_lambda_zero_two_call_ancestral_is_stock():
+    from diffusers import KDPM2AncestralDiscreteScheduler
+
+    pipe = tiny_sd_pipeline()
+    pipe.scheduler = KDPM2AncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    out = FKSteeringPipeline.from_pipe(pipe)(
+        PROMPTS[:2],
+        reward=brightness,
+        num_particles=2,
+        lmbda=0.0,
+        num_inference_steps=4,
+        resample_interval=1,
+        generator=gen(6),
+        output_type="latent",
+        selection="all",
+    )
+    ref = pipe(
+        PROMPTS[:2], num_images_per_prompt=2, num_inference_steps=4, generator=gen(6), output_type="latent"
+    ).images
+    assert torch.equal(out.images, ref)

@@ -37,6 +37,8 @@ class Family:
     # the stock pipeline's output type that yields latents for G·K particles
     raw_output_type: str
     decode: Callable[..., torch.Tensor]  # (pipe, latents, ctx) -> images in [0, 1]
+    # (pipe, latents, ctx) -> latents as [N, C, h, w] for any image decoder (FLUX unpacks its patches)
+    to_spatial: Callable[..., torch.Tensor] = lambda pipe, latents, ctx: latents
 
 
 def _has(pipe, *names) -> bool:
@@ -60,7 +62,43 @@ def _decode_sdxl(pipe, latents, ctx):
     return vae_decode(pipe.vae, latents, upcast=upcast)
 
 
+def _decode_sd3(pipe, latents, ctx):
+    return vae_decode(pipe.vae, latents)
+
+
+def _flux_size(pipe, ctx) -> tuple[int, int]:
+    default = pipe.default_sample_size * pipe.vae_scale_factor
+    return int((ctx or {}).get("height") or default), int((ctx or {}).get("width") or default)
+
+
+def _unpack_flux(pipe, latents, ctx):
+    """FLUX latents are packed 2×2 patches ``[N, h·w/4, 4C]``: unpack to ``[N, C, h, w]``."""
+    if latents.dim() == 3:
+        h, w = _flux_size(pipe, ctx)
+        latents = pipe._unpack_latents(latents, h, w, pipe.vae_scale_factor)
+    return latents
+
+
+def _decode_flux(pipe, latents, ctx):
+    return vae_decode(pipe.vae, _unpack_flux(pipe, latents, ctx))
+
+
 FAMILIES: list[Family] = [
+    Family(
+        "flux",
+        lambda p: _cls(p).startswith("Flux") and _has(p, "transformer", "vae"),
+        True,
+        "latent",
+        _decode_flux,
+        _unpack_flux,
+    ),
+    Family(
+        "sd3",
+        lambda p: _cls(p).startswith("StableDiffusion3") and _has(p, "transformer", "vae"),
+        True,
+        "latent",
+        _decode_sd3,
+    ),
     Family(
         "sdxl",
         lambda p: _cls(p).startswith("StableDiffusionXL") and _has(p, "unet", "vae", "text_encoder_2"),
@@ -99,6 +137,6 @@ def detect_family(pipe) -> Family:
             return fam
     raise ValueError(
         f"{_cls(pipe)} is not supported by FKSteeringPipeline; supported families: "
-        f"{[f.name for f in FAMILIES]} (Stable Diffusion 1.x/2.x, SDXL, and unconditional "
+        f"{[f.name for f in FAMILIES]} (FLUX, SD3, SDXL, Stable Diffusion 1.x/2.x, and unconditional "
         "DDPM-style pipelines with a `unet` and a `scheduler`)"
     )

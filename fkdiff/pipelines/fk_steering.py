@@ -115,16 +115,21 @@ class FKSteeringPipeline:
         return self.pipe.device
 
     # ------------------------------------------------------------------ helpers
-    def decode(self, latents: torch.Tensor, decoder=None, max_batch_size: int | None = None) -> torch.Tensor:
-        """Latents (or x̂₀) → images in [0, 1], chunked; ``decoder`` overrides the pipeline's VAE."""
+    def decode(
+        self, latents: torch.Tensor, decoder=None, max_batch_size: int | None = None, ctx: dict | None = None
+    ) -> torch.Tensor:
+        """Latents (or x̂₀) → images in [0, 1], chunked; ``decoder`` overrides the pipeline's VAE.
+
+        ``ctx`` carries call settings a family may need (FLUX: ``height`` and ``width`` to unpack).
+        """
         parts = []
         for sl in _chunks(latents.shape[0], max_batch_size):
             if decoder is None:
-                parts.append(self.family.decode(self.pipe, latents[sl], None))
+                parts.append(self.family.decode(self.pipe, latents[sl], ctx))
             elif isinstance(decoder, torch.nn.Module) and hasattr(decoder, "decode"):
-                parts.append(vae_decode(decoder, latents[sl]))
+                parts.append(vae_decode(decoder, self.family.to_spatial(self.pipe, latents[sl], ctx)))
             else:
-                parts.append(decoder(latents[sl]))
+                parts.append(decoder(self.family.to_spatial(self.pipe, latents[sl], ctx)))
         return torch.cat(parts, 0)
 
     def score(self, reward, images, prompts, max_batch_size=None) -> torch.Tensor:
@@ -236,7 +241,8 @@ class FKSteeringPipeline:
         # that the noise of the stock loop is untouched (λ = 0 reproduces the stock pipeline)
         seed = generator.initial_seed() if generator is not None else int(torch.randint(0, 2**62, (1,)).item())
         smc_gen = torch.Generator().manual_seed((seed * 6364136223846793005 + 1442695040888963407) % 2**63)
-        state: dict[str, Any] = dict(step=0, steer=None, num_steps=None, warned=False)
+        state: dict[str, Any] = dict(step=0, steer=None, num_steps=None)
+        size = {"height": pipe_kwargs.get("height"), "width": pipe_kwargs.get("width")}
         step_kwargs_seen: dict = {}
 
         def on_step(real_step, *args, **kwargs):
@@ -295,7 +301,7 @@ class FKSteeringPipeline:
                 state["step"] = i + 1
                 if i < state["num_steps"] - 1 and steer.is_update_step(i):
                     x0 = scheduler_x0(sched, out, model_output, timestep, sample)
-                    images = self.decode(x0, intermediate_decoder, max_batch_size)
+                    images = self.decode(x0, intermediate_decoder, max_batch_size, size)
                     idx = steer.update(i, self.score(reward, images, particle_prompts, max_batch_size))
                     if not torch.equal(idx, torch.arange(idx.numel(), device=idx.device)):
                         idx = idx.to(out.prev_sample.device)
@@ -320,7 +326,7 @@ class FKSteeringPipeline:
         raw = result.images
         if fam.raw_output_type == "latent":
             latents = raw
-            images = self.decode(latents, None, max_batch_size)
+            images = self.decode(latents, None, max_batch_size, size)
         else:  # pixel-space pipelines return images in [0, 1]
             images = torch.as_tensor(np.asarray(raw)) if not isinstance(raw, torch.Tensor) else raw
             latents = images * 2 - 1
