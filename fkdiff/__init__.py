@@ -12,6 +12,7 @@ _LAZY = {
     "FKSteeringPipeline": "fkdiff.pipelines",
     "FKSteeringOutput": "fkdiff.pipelines",
     "predict_x0": "fkdiff.pipelines",
+    "LatentRGBDecoder": "fkdiff.pipelines",
 }
 
 __all__ = ["FKSteering", "resample", "smc", "__version__", *_LAZY]

@@ -1,6 +1,7 @@
 """diffusers-facing code: how a stock pipeline's denoising loop is intercepted and steered."""
 
+from .decoders import LatentRGBDecoder
 from .fk_steering import FKSteeringOutput, FKSteeringPipeline
 from .utils import predict_x0
 
-__all__ = ["FKSteeringOutput", "FKSteeringPipeline", "predict_x0"]
+__all__ = ["FKSteeringOutput", "FKSteeringPipeline", "LatentRGBDecoder", "predict_x0"]

@@ -247,8 +247,11 @@ class FKSteeringPipeline:
 
         def on_step(real_step, *args, **kwargs):
             sched = pipe.__dict__["scheduler"]._real
-            params = inspect.signature(real_step).parameters
-            bound = params and inspect.signature(real_step).bind(*args, **kwargs)
+            sig = state.get("signature")
+            if sig is None:  # once per call: inspect.signature costs ~0.1 ms
+                sig = state["signature"] = inspect.signature(real_step)
+            params = sig.parameters
+            bound = sig.bind(*args, **kwargs)
             a = bound.arguments
             model_output, timestep, sample = a["model_output"], a["timestep"], a["sample"]
             want_dict = a.get("return_dict", True)
