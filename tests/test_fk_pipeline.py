@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import (
+    DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     PNDMScheduler,
@@ -560,3 +561,83 @@ def test_lambda_zero_two_call_ancestral_is_stock():
         PROMPTS[:2], num_images_per_prompt=2, num_inference_steps=4, generator=gen(6), output_type="latent"
     ).images
     assert torch.equal(out.images, ref)
+
+
+# ---------------------------------------------------------------- more schedulers, x̂₀ and gradient guidance
+def test_lambda_zero_sde_dpmsolver_is_stock():
+    pipe = tiny_sd_pipeline()
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="sde-dpmsolver++")
+    out = FKSteeringPipeline.from_pipe(pipe)(
+        PROMPTS[:2],
+        reward=brightness,
+        num_particles=2,
+        lmbda=0.0,
+        num_inference_steps=5,
+        resample_interval=1,
+        generator=gen(8),
+        output_type="latent",
+        selection="all",
+    )
+    ref = pipe(
+        PROMPTS[:2], num_images_per_prompt=2, num_inference_steps=5, generator=gen(8), output_type="latent"
+    ).images
+    assert torch.equal(out.images, ref)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_predict_x0_matches_scheduler(prediction_type):
+    from fkdiff.pipelines import predict_x0
+
+    sched = DDIMScheduler(prediction_type=prediction_type, clip_sample=False)
+    sched.set_timesteps(10)
+    x, out = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    for t in sched.timesteps[[0, 5, 9]]:
+        ref = sched.step(out, t, x).pred_original_sample
+        torch.testing.assert_close(predict_x0(sched, out, t, x), ref, rtol=1e-5, atol=1e-5)
+
+
+def differentiable_brightness(images, prompts=None):
+    return images.mean(dim=(1, 2, 3))
+
+
+differentiable_brightness.differentiable = True
+
+
+def test_reward_guidance_on_sd_raises_the_reward():
+    """K = 1 (no resampling): the guided proposal alone moves samples up the reward; its proposal
+    ratio lands in the log-weights."""
+    from diffusers import DDPMScheduler
+
+    pipe = tiny_sd_pipeline()
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    fk = FKSteeringPipeline.from_pipe(pipe)
+    kw = dict(
+        reward=differentiable_brightness,
+        num_particles=1,
+        lmbda=50.0,
+        num_inference_steps=6,
+        output_type="pt",
+        selection="all",
+    )
+    plain = fk(PROMPTS[:2], reward_guidance=0.0, generator=gen(0), **kw)
+    guided = fk(PROMPTS[:2], reward_guidance=20.0, generator=gen(0), **kw)
+    again = fk(PROMPTS[:2], reward_guidance=20.0, generator=gen(0), **kw)
+    assert (guided.rewards > plain.rewards).all()
+    assert torch.equal(guided.images, again.images)
+    assert not torch.allclose(guided.log_weights, plain.log_weights)
+
+
+def test_reward_guidance_needs_ddpm(sd):
+    with pytest.raises(ValueError, match="DDPMScheduler"):
+        FKSteeringPipeline.from_pipe(sd)(
+            "a cat", reward=differentiable_brightness, reward_guidance=1.0, num_inference_steps=2, eta=1.0
+        )
+
+
+def test_unconditional_save_and_from_pretrained(tmp_path):
+    pipe = tiny_ddpm_pipeline()
+    pipe.save_pretrained(tmp_path / "ddpm")
+    fk = FKSteeringPipeline.from_pretrained(tmp_path / "ddpm")
+    assert fk.family.name == "unconditional"
+    out = fk(reward=brightness, batch_size=2, num_particles=2, num_inference_steps=3, generator=gen(), output_type="np")
+    assert out.images.shape == (2, 8, 8, 1)

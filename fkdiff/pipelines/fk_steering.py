@@ -210,10 +210,10 @@ class FKSteeringPipeline:
                 "scheduler, e.g. pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config) with eta=1.0, "
                 "or EulerAncestralDiscreteScheduler / DDPMScheduler."
             )
-        if reward_guidance > 0 and (sched_name != "DDPMScheduler" or fam.conditional):
+        if reward_guidance > 0 and (sched_name != "DDPMScheduler" or fam.name not in ("unconditional", "sd", "sdxl")):
             raise ValueError(
-                "`reward_guidance` is supported for unconditional pipelines with a DDPMScheduler (exact Gaussian "
-                f"transitions, gradient through the denoiser); got {type(pipe).__name__} with {sched_name}"
+                "`reward_guidance` needs a DDPMScheduler (exact Gaussian transitions) on an SD, SDXL or "
+                f"unconditional pipeline; got {type(pipe).__name__} with {sched_name}"
             )
         k = num_particles
         if fam.conditional:
@@ -295,6 +295,7 @@ class FKSteeringPipeline:
                     lmbda,
                     intermediate_decoder,
                     max_batch_size,
+                    state.get("denoiser_call"),
                 )
             out = real_step(*bound.args, **bound.kwargs)
             if guided:
@@ -312,17 +313,19 @@ class FKSteeringPipeline:
                         reorder_scheduler_state(sched, idx, sample)
             return out if want_dict else out.to_tuple()
 
+        def record_call(module, args, kwargs):
+            if not torch.is_grad_enabled():  # the stock loop's call, not our own gradient call
+                state["denoiser_call"] = (args, kwargs)
+
         proxy = SchedulerProxy(pipe.scheduler, on_step)
-        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-        with installed_scheduler(pipe, proxy), chunked_forward(denoiser, max_batch_size):
-            result = pipe(
-                **call,
-                num_inference_steps=num_inference_steps,
-                generator=generator,
-                output_type=fam.raw_output_type,
-                return_dict=True,
-                **pipe_kwargs,
-            )
+        denoiser = self._denoiser
+        hook = denoiser.register_forward_pre_hook(record_call, with_kwargs=True) if reward_guidance > 0 else None
+        try:
+            with installed_scheduler(pipe, proxy), chunked_forward(denoiser, max_batch_size):
+                result = self._run_stock(call, num_inference_steps, generator, pipe_kwargs)
+        finally:
+            if hook is not None:
+                hook.remove()
         steer = state["steer"]
         if steer is None:
             raise RuntimeError("the pipeline never called scheduler.step(); nothing was steered")
@@ -347,19 +350,51 @@ class FKSteeringPipeline:
         )
         return out if return_dict else (out.images,)
 
+    def _run_stock(self, call: dict, num_inference_steps: int, generator, pipe_kwargs: dict):
+        """The stock pipeline's own ``__call__`` for all G·K particles, returning raw latents (or images)."""
+        return self.pipe(
+            **call,
+            num_inference_steps=num_inference_steps,
+            generator=generator,
+            output_type=self.family.raw_output_type,
+            return_dict=True,
+            **pipe_kwargs,
+        )
+
     # ------------------------------------------------------------------ gradient-guided proposal
-    def _reward_grad(self, reward, sched, timestep, sample, prompts, lmbda, decoder, max_batch):
-        """∇_{x_t} λ·r(decode(x̂₀(x_t))), differentiating through the denoiser (one extra call with grad)."""
+    def _reward_grad(self, reward, sched, timestep, sample, prompts, lmbda, decoder, max_batch, call):
+        """∇_{x_t} λ·r(decode(x̂₀(x_t))), differentiating through the denoiser.
+
+        The denoiser is called again, with grad, on the arguments of its last call (recorded by a
+        pre-hook) with the latents replaced by x_t; under CFG the input is [x_t; x_t] and the output is
+        recombined as ε_u + w·(ε_c − ε_u), as the stock pipelines do.
+        """
         from .utils import predict_x0
 
+        if call is None:
+            raise RuntimeError("reward_guidance: the denoiser's call was not recorded before scheduler.step()")
+        args, kwargs = call
+        n = sample.shape[0]
+        cfg = args[0].shape[0] == 2 * n
         with torch.enable_grad():
             x = sample.detach().requires_grad_(True)
-            eps = self.pipe.unet(x, timestep).sample
+            inp = torch.cat([x, x]) if cfg else x
+            if hasattr(sched, "scale_model_input"):
+                inp = sched.scale_model_input(inp, timestep)
+            out = self._denoiser(inp.to(args[0].dtype), *args[1:], **kwargs)
+            eps = out[0] if isinstance(out, tuple) else out.sample
+            if cfg:
+                eps_u, eps_c = eps.chunk(2)
+                eps = eps_u + self.pipe.guidance_scale * (eps_c - eps_u)
             images = self.decode(predict_x0(sched, eps, timestep, x), decoder, max_batch)
             r = reward(images, prompts)
-            check_rewards(r.detach(), x.shape[0], name=_reward_name(reward))
+            check_rewards(r.detach(), n, name=_reward_name(reward))
             (g,) = torch.autograd.grad(lmbda * r.sum(), x)
         return g
+
+    @property
+    def _denoiser(self) -> torch.nn.Module:
+        return getattr(self.pipe, "unet", None) or self.pipe.transformer
 
     @staticmethod
     def _guide(sched, out, timestep, sample, grad, scale, steer: FKSteering):
