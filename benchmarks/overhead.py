@@ -39,8 +39,12 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+# the size of diffusers' own tiny SD test pipeline
+TINY = dict(unet_channels=(32, 64), vae_channels=(32, 64), layers=2)
+
+
 def overhead_table(steps: int, repeats: int, size: int) -> list[dict]:
-    pipe = tiny_sd_pipeline(sample_size=size)
+    pipe = tiny_sd_pipeline(sample_size=size, **TINY)
     fk = FKSteeringPipeline.from_pipe(pipe)
     decoders = {
         "vae": None,
@@ -81,7 +85,7 @@ def child_peak_memory(k: int, max_batch_size: int | None, size: int) -> None:
     """Run one steering call and print the process's peak RSS (MiB) as JSON."""
     import resource
 
-    pipe = tiny_sd_pipeline(sample_size=size)
+    pipe = tiny_sd_pipeline(sample_size=size, **TINY)
     FKSteeringPipeline.from_pipe(pipe)(
         ["a cat", "a dog"],
         reward=zero_reward,
@@ -159,7 +163,7 @@ def reward_share(clip_model: str, steps: int) -> dict | None:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--size", type=int, default=32, help="image size of the tiny SD pipeline")
     p.add_argument("--clip-model", default="ViT-L-14", help="open_clip architecture for the reward-share line")
     p.add_argument("--child-memory", type=int, default=None, help=argparse.SUPPRESS)
@@ -172,7 +176,7 @@ def main():
         return
 
     print(
-        f"Tiny SD pipeline ({args.size}×{args.size}), {args.steps} steps, DDIM η=1, weight updates every 5 steps, "
+        f"Tiny SD pipeline (UNet and VAE channels 32/64, as diffusers' tests; {args.size}×{args.size}), {args.steps} steps, "
         f"zero-cost reward; median of {args.repeats} alternating runs"
     )
     print("steering time / stock time, by the decoder of x̂₀ at update steps:")
@@ -180,7 +184,7 @@ def main():
     for row in overhead_table(args.steps, args.repeats, args.size):
         print(f"{row['K']:>4} {row['vae']:>8.3f} {row['taesd']:>8.3f} {row['latent-rgb']:>11.3f}")
 
-    k, size = 32, 128
+    k, size = 16, 64
     full = peak_memory(k, size, None)
     chunked = peak_memory(k, size, 8)
     print(

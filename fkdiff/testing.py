@@ -56,12 +56,12 @@ def _seed(seed: int):
     torch.manual_seed(seed)
 
 
-def tiny_vae(seed: int = 0):
+def tiny_vae(seed: int = 0, channels=(8, 8)):
     from diffusers import AutoencoderKL
 
     _seed(seed)
     return AutoencoderKL(
-        block_out_channels=[8, 8],
+        block_out_channels=list(channels),
         in_channels=3,
         out_channels=3,
         down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
@@ -106,14 +106,20 @@ def _clip_text(seed: int, hidden: int = 32, projection: bool = False):
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg).eval()
 
 
-def tiny_sd_pipeline(seed: int = 0, scheduler=None, sample_size: int = 16):
-    """A tiny Stable Diffusion pipeline (random weights): 8×8 latents → 16×16 images by default."""
+def tiny_sd_pipeline(
+    seed: int = 0, scheduler=None, sample_size: int = 16, unet_channels=(8, 16), vae_channels=(8, 8), layers: int = 1
+):
+    """A tiny Stable Diffusion pipeline (random weights): 8×8 latents → 16×16 images by default.
+
+    ``unet_channels=(32, 64), vae_channels=(32, 64), layers=2`` is the size of diffusers' own tiny
+    test pipeline.
+    """
     from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     _seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
+        block_out_channels=tuple(unet_channels),
+        layers_per_block=layers,
         sample_size=sample_size // 2,
         in_channels=4,
         out_channels=4,
@@ -134,7 +140,7 @@ def tiny_sd_pipeline(seed: int = 0, scheduler=None, sample_size: int = 16):
     pipe = StableDiffusionPipeline(
         unet=unet.eval(),
         scheduler=scheduler,
-        vae=tiny_vae(seed).eval(),
+        vae=tiny_vae(seed, vae_channels).eval(),
         text_encoder=_clip_text(seed),
         tokenizer=build_clip_tokenizer(),
         safety_checker=None,
