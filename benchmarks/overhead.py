@@ -176,8 +176,9 @@ def main():
         return
 
     print(
-        f"Tiny SD pipeline (UNet and VAE channels 32/64, as diffusers' tests; {args.size}×{args.size}), {args.steps} steps, "
-        f"zero-cost reward; median of {args.repeats} alternating runs"
+        f"Tiny SD pipeline (UNet and VAE channels 32/64, as diffusers' tests; {args.size}×{args.size}), "
+        f"{args.steps} steps, DDIM η=1, weight updates every 5 steps, zero-cost reward; "
+        f"median of {args.repeats} alternating runs"
     )
     print("steering time / stock time, by the decoder of x̂₀ at update steps:")
     print(f"{'K':>4} {'VAE':>8} {'TAESD':>8} {'latent-rgb':>11}")
