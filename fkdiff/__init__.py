@@ -13,6 +13,8 @@ _LAZY = {
     "FKSteeringOutput": "fkdiff.pipelines",
     "predict_x0": "fkdiff.pipelines",
     "LatentRGBDecoder": "fkdiff.pipelines",
+    "NoiseSearchPipeline": "fkdiff.pipelines",
+    "NoiseSearchOutput": "fkdiff.pipelines",
 }
 
 __all__ = ["FKSteering", "resample", "smc", "__version__", *_LAZY]

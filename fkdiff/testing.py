@@ -20,6 +20,7 @@ __all__ = [
     "tiny_sd3_pipeline",
     "tiny_flux_pipeline",
     "build_t5_tokenizer",
+    "gaussian_data_pipeline",
     "tiny_vae",
     "tiny_taesd",
 ]
@@ -311,5 +312,34 @@ def tiny_flux_pipeline(seed: int = 0, scheduler=None):
         tokenizer=build_clip_tokenizer(),
         tokenizer_2=t5_tok,
     )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def gaussian_data_pipeline(std: float = 0.2, sample_size: int = 8, channels: int = 1, scheduler=None):
+    """An unconditional pipeline whose data are N(0, std²·I) images, with the exact ε-prediction
+    ε*(x, t) = √(1−ᾱ_t)·x / (ᾱ_t·std² + 1 − ᾱ_t). Under a deterministic DDIM sampler the image is a
+    fixed linear function of the initial noise (≈ std·noise): a verifier of the image is an exact
+    function of the noise."""
+    from diffusers import DDIMScheduler, DDPMPipeline
+    from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.models.modeling_utils import ModelMixin
+    from diffusers.models.unets.unet_2d import UNet2DOutput
+
+    class GaussianDataDenoiser(ModelMixin, ConfigMixin):
+        @register_to_config
+        def __init__(self, std: float = 0.2, in_channels: int = 1, out_channels: int = 1, sample_size: int = 8):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()), requires_grad=False)
+            self.register_buffer("alphas_cumprod", DDIMScheduler().alphas_cumprod.clone(), persistent=False)
+
+        def forward(self, sample, timestep, return_dict: bool = True, **kwargs):
+            t = torch.as_tensor(timestep, device=sample.device).long()
+            a = self.alphas_cumprod.to(sample.device)[t].to(sample.dtype)
+            eps = self.scale * (1 - a).sqrt() * sample / (a * self.config.std**2 + 1 - a)
+            return UNet2DOutput(sample=eps) if return_dict else (eps,)
+
+    model = GaussianDataDenoiser(std=std, in_channels=channels, out_channels=channels, sample_size=sample_size)
+    pipe = DDPMPipeline(unet=model.eval(), scheduler=scheduler or DDIMScheduler(clip_sample=False))
     pipe.set_progress_bar_config(disable=True)
     return pipe
