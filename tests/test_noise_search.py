@@ -8,7 +8,7 @@ import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
 
 from fkdiff import NoiseSearchPipeline
-from fkdiff.pipelines.noise_search import sphere_neighbors
+from fkdiff.pipelines.noise_search import candidate_seeds, sphere_neighbors
 from fkdiff.testing import gaussian_data_pipeline, tiny_ddpm_pipeline, tiny_flux_pipeline, tiny_sd_pipeline
 
 STEPS = 5
@@ -71,7 +71,7 @@ def test_random_search_winner_regenerates(gauss):
         verifier=projection, num_candidates=10, max_batch_size=3, num_inference_steps=STEPS, seed=7, output_type="pt"
     )
     assert res.nfe == 10 * STEPS and res.verifier_calls == 10
-    assert [c["seed"] for c in res.candidates] == list(range(7, 17))
+    assert [c["seed"] for c in res.candidates] == candidate_seeds(7, 10) and len(set(candidate_seeds(7, 10))) == 10
     assert res.best_score == max(c["score"] for c in res.candidates)
     assert torch.equal(gauss.noise_from_seed(res.best_seed), res.best_noise)
     again = gauss.regenerate(None, gauss.noise_from_seed(res.best_seed), STEPS)
@@ -204,3 +204,13 @@ def test_prompt_rules_and_path_scheduler():
     with pytest.raises(ValueError, match="DDIMScheduler or DDPMScheduler"):
         NoiseSearchPipeline.from_pipe(sd).path_search("a cat", verifier=brightness, num_inference_steps=4)
     assert isinstance(gaussian_data_pipeline().scheduler, DDIMScheduler)
+
+
+def test_seed_means_what_the_stock_pipeline_draws():
+    """noise_from_seed(s) is the stock pipeline's own draw with generator=manual_seed(s): a winner's seed
+    reproduces it with plain diffusers."""
+    sd = tiny_sd_pipeline()
+    ns = NoiseSearchPipeline.from_pipe(sd)
+    stock = sd("a cat", num_inference_steps=3, generator=torch.Generator().manual_seed(123), output_type="pt").images
+    ours = ns.regenerate("a cat", ns.noise_from_seed(123), 3)
+    torch.testing.assert_close(ours, stock, rtol=0, atol=1e-6)

@@ -28,7 +28,12 @@ from .intercept import is_stochastic
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NoiseSearchPipeline", "NoiseSearchOutput", "sphere_neighbors"]
+__all__ = ["NoiseSearchPipeline", "NoiseSearchOutput", "candidate_seeds", "sphere_neighbors"]
+
+
+def candidate_seeds(seed: int, num: int) -> list[int]:
+    """``num`` well-mixed seeds drawn from ``seed`` (consecutive seeds give correlated first normals)."""
+    return torch.randint(0, 2**31 - 1, (num,), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
 def sphere_neighbors(pivot: torch.Tensor, num: int, cosine: float, generator: torch.Generator) -> torch.Tensor:
@@ -100,7 +105,8 @@ class NoiseSearchPipeline:
         return (den.config.in_channels, int(height or default) // f, int(width or default) // f)
 
     def noise_from_seed(self, seed: int, height=None, width=None) -> torch.Tensor:
-        """The candidate noise of ``seed``: standard normal from ``torch.Generator().manual_seed(seed)`` (CPU)."""
+        """The candidate noise of ``seed``: standard normal from ``torch.Generator().manual_seed(seed)`` (CPU),
+        which is what the stock pipeline draws for one image with that generator."""
         shape = self.noise_shape(height, width)
         if self.family.name == "flux":
             c4 = shape[1]
@@ -200,13 +206,13 @@ class NoiseSearchPipeline:
         output_type: str = "pil",
         **pipe_kwargs,
     ) -> NoiseSearchOutput:
-        """Best-of-N: candidates are the noises of seeds ``seed, seed+1, …, seed+N−1``."""
+        """Best-of-N: the candidates are the noises of ``candidate_seeds(seed, N)``."""
         self._check(prompt, verifier, max_batch_size, output_type, pipe_kwargs)
         if isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or num_candidates < 1:
             raise ValueError(f"`num_candidates` must be an integer >= 1, got {num_candidates!r}")
         counter = {"nfe": 0, "verifier_calls": 0}
         h, w = pipe_kwargs.get("height"), pipe_kwargs.get("width")
-        seeds = list(range(seed, seed + num_candidates))
+        seeds = candidate_seeds(seed, num_candidates)
         noises = torch.stack([self.noise_from_seed(s, h, w) for s in seeds])
         with self._counting(counter):
             scores, images = self._evaluate(
@@ -390,7 +396,7 @@ class NoiseSearchPipeline:
         num_inference_steps: int = 50,
         output_type: str = "pil",
     ) -> NoiseSearchOutput:
-        """Search over paths: N noises (seeds ``seed..seed+N−1``) are denoised to step ``start_step``; then,
+        """Search over paths: N noises (``candidate_seeds(seed, N)``) are denoised to step ``start_step``; then,
         until the end of the schedule, each path branches into M by re-noising ``backward_steps`` steps back
         and denoising ``forward_steps`` forward, the N·M branches are scored on x̂₀ and the best N kept.
 
@@ -417,7 +423,7 @@ class NoiseSearchPipeline:
         run = self._segment_runner(prompt, guidance_scale, negative_prompt)
         gen = torch.Generator().manual_seed(seed)
         den = self._denoiser
-        lineages = [dict(seed=seed + p, branch_seeds=[]) for p in range(num_paths)]
+        lineages = [dict(seed=s, branch_seeds=[]) for s in candidate_seeds(seed, num_paths)]
         cands, history = [], []
         with self._counting(counter):
             x = torch.stack([self.noise_from_seed(lin["seed"]) for lin in lineages]).to(den.device, den.dtype)
