@@ -5,11 +5,23 @@ import math
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+)
 
 from fkdiff import NoiseSearchPipeline
 from fkdiff.pipelines.noise_search import candidate_seeds, sphere_neighbors
-from fkdiff.testing import gaussian_data_pipeline, tiny_ddpm_pipeline, tiny_flux_pipeline, tiny_sd_pipeline
+from fkdiff.testing import (
+    gaussian_data_pipeline,
+    tiny_ddpm_pipeline,
+    tiny_flux_pipeline,
+    tiny_sd3_pipeline,
+    tiny_sd_pipeline,
+    tiny_sdxl_pipeline,
+)
 
 STEPS = 5
 # a direction drawn from a seed far from the candidates' seeds
@@ -200,8 +212,8 @@ def test_prompt_rules_and_path_scheduler():
     sd = tiny_sd_pipeline()
     with pytest.raises(TypeError, match="prompt"):
         NoiseSearchPipeline.from_pipe(sd).random_search(None, verifier=brightness)
-    sd.scheduler = EulerDiscreteScheduler.from_config(sd.scheduler.config)
-    with pytest.raises(ValueError, match="DDIMScheduler or DDPMScheduler"):
+    sd.scheduler = DPMSolverMultistepScheduler.from_config(sd.scheduler.config)
+    with pytest.raises(ValueError, match="stateless"):
         NoiseSearchPipeline.from_pipe(sd).path_search("a cat", verifier=brightness, num_inference_steps=4)
     assert isinstance(gaussian_data_pipeline().scheduler, DDIMScheduler)
 
@@ -214,3 +226,55 @@ def test_seed_means_what_the_stock_pipeline_draws():
     stock = sd("a cat", num_inference_steps=3, generator=torch.Generator().manual_seed(123), output_type="pt").images
     ours = ns.regenerate("a cat", ns.noise_from_seed(123), 3)
     torch.testing.assert_close(ours, stock, rtol=0, atol=1e-6)
+
+
+FLOW_KW = dict(height=16, width=16, max_sequence_length=16)
+
+
+@pytest.mark.parametrize("name", ["sd-ddim", "sd-euler", "sdxl-ddim", "sd3", "flux"])
+def test_path_segments_through_stock_pipelines(name):
+    """Segments of the stock loop compose: steps [0, a) then [a, T) equal [0, T) and the stock pipeline
+    given the same noise; path search then runs and its winner replays."""
+    if name.startswith("sd-"):
+        pipe, kw = tiny_sd_pipeline(), {}
+        if name == "sd-euler":
+            pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    elif name == "sdxl-ddim":
+        pipe, kw = tiny_sdxl_pipeline(), {}
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    else:
+        factory = tiny_sd3_pipeline if name == "sd3" else tiny_flux_pipeline
+        pipe, kw = factory(scheduler=FlowMatchEulerDiscreteScheduler()), dict(FLOW_KW)
+    ns = NoiseSearchPipeline.from_pipe(pipe)
+    steps = 6
+    noise = ns.noise_from_seed(3, kw.get("height"), kw.get("width"))
+    run = ns._start_segments("a cat", steps, kw)
+    x = ns._initial(noise[None])
+    full, _ = run(x, 0, steps)
+    half, _ = run(x, 0, 2)
+    rest, _ = run(half, 2, steps)
+    torch.testing.assert_close(rest, full, rtol=1e-5, atol=1e-5)
+    stock = pipe("a cat", latents=noise[None], num_inference_steps=steps, output_type="latent", **kw).images
+    torch.testing.assert_close(full, stock, rtol=1e-5, atol=1e-5)
+
+    res = ns.path_search(
+        "a cat",
+        verifier=brightness,
+        num_paths=2,
+        num_branches=2,
+        num_inference_steps=steps,
+        start_step=2,
+        backward_steps=1,
+        forward_steps=2,
+        output_type="pt",
+        **kw,
+    )
+    best = max((c for c in res.candidates if c["step"] == steps), key=lambda c: c["score"])
+    replay = ns.path_replay(
+        "a cat", best, num_inference_steps=steps, start_step=2, backward_steps=1, forward_steps=2, **kw
+    )
+    assert brightness(replay).item() == pytest.approx(res.best_score, abs=1e-5)
+    # NFE: skipped steps cost nothing: 2 paths × 2 steps, then 9 rounds... counted from the schedule
+    cfg = 2 if name.startswith("sd") else 1
+    rounds = len({c["round"] for c in res.candidates})
+    assert res.nfe == cfg * (2 * 2 + rounds * 4 * 2)

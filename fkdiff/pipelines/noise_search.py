@@ -12,6 +12,7 @@ determines the image); a warning says so otherwise.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 from collections.abc import Callable
@@ -24,9 +25,30 @@ from diffusers.utils import BaseOutput
 from ..smc import check_rewards
 from .families import Family, detect_family
 from .fk_steering import OUTPUT_TYPES, _reward_name, _to_output
-from .intercept import is_stochastic
+from .intercept import SchedulerProxy, installed_scheduler, is_stochastic, scheduler_x0
 
 logger = logging.getLogger(__name__)
+
+PATH_SCHEDULERS = {"DDIMScheduler", "DDPMScheduler", "EulerDiscreteScheduler", "FlowMatchEulerDiscreteScheduler"}
+
+
+class _StopSegment(Exception):
+    """Raised inside a stock pipeline's loop to end a path-search segment early."""
+
+    def __init__(self, x: torch.Tensor, x0: torch.Tensor):
+        super().__init__("segment done")
+        self.x, self.x0 = x, x0
+
+
+class _Prev:
+    """Minimal step/denoiser output with ``prev_sample`` / ``sample`` for skipped steps."""
+
+    def __init__(self, t: torch.Tensor):
+        self.prev_sample = self.sample = t
+
+    def __getitem__(self, i):
+        return (self.prev_sample,)[i]
+
 
 __all__ = ["NoiseSearchPipeline", "NoiseSearchOutput", "candidate_seeds", "sphere_neighbors"]
 
@@ -121,6 +143,9 @@ class NoiseSearchPipeline:
     @contextlib.contextmanager
     def _counting(self, counter: dict):
         def hook(module, args, kwargs):
+            skip = getattr(self, "_skip_now", None)
+            if skip is not None and skip():  # a path-search segment skipping this step: no evaluation
+                return
             x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
             counter["nfe"] += int(x.shape[0])
 
@@ -325,59 +350,109 @@ class NoiseSearchPipeline:
         )
 
     # ------------------------------------------------------------------ search over paths
-    def _segment_runner(self, prompt, guidance_scale: float, negative_prompt=None):
-        """A function ``run(x, a, b) -> (x, x̂₀)`` taking steps a..b−1 of the schedule (unconditional or SD)."""
+    def _segment_runner(self, prompt, pipe_kwargs: dict):
+        """A function ``run(x, a, b) -> (x, x̂₀)`` taking steps a..b−1 of the schedule from latents ``x``.
+
+        Conditional pipelines run their stock ``__call__``: steps before ``a`` are skipped (the denoiser
+        is not called and the scheduler's step index advances), and the call stops after step b−1.
+        """
         pipe, fam = self.pipe, self.family
         sched = pipe.scheduler
-        if type(sched).__name__ not in ("DDIMScheduler", "DDPMScheduler"):
+        name = type(sched).__name__
+        if name not in PATH_SCHEDULERS:
             raise ValueError(
-                f"path search runs segments of the schedule out of order and needs a stateless timestep-indexed "
-                f"scheduler (DDIMScheduler or DDPMScheduler), got {type(sched).__name__}"
+                "path search runs segments of the schedule and needs a stateless, single-call scheduler "
+                f"({', '.join(sorted(PATH_SCHEDULERS))}), got {name}"
             )
         if fam.name == "unconditional":
 
-            def eps_fn(x, t):
-                return pipe.unet(x, t).sample
+            def run(x, a, b):
+                x0 = x
+                for k in range(a, b):
+                    t = sched.timesteps[k]
+                    eps = pipe.unet(sched.scale_model_input(x, t), t).sample
+                    out = sched.step(eps, t, x)
+                    x0 = scheduler_x0(sched, out, eps, t, x)
+                    x = out.prev_sample
+                return x, x0
 
-        elif fam.name == "sd":
-            cfg = guidance_scale > 1
-            pos, neg = pipe.encode_prompt(prompt, pipe.unet.device, 1, cfg, negative_prompt)
-            cond = torch.cat([neg, pos]) if cfg else pos
+            return run
 
-            def eps_fn(x, t):
-                n = x.shape[0]
-                inp = torch.cat([x, x]) if cfg else x
-                emb = cond.repeat_interleave(n, 0) if cfg else cond.expand(n, -1, -1)
-                out = pipe.unet(sched.scale_model_input(inp, t), t, encoder_hidden_states=emb).sample
-                if not cfg:
-                    return out
-                u, c = out.chunk(2)
-                return u + guidance_scale * (c - u)
-
-        else:
-            raise ValueError(
-                f"path search supports unconditional and Stable Diffusion 1.x/2.x pipelines, not {fam.name}"
-            )
+        den = self._denoiser
 
         def run(x, a, b):
-            x0 = None
-            for k in range(a, b):
-                t = sched.timesteps[k]
-                out = sched.step(eps_fn(x, t), t, x)
-                x, x0 = out.prev_sample, out.pred_original_sample
-            return x, x0
+            state = {"k": 0}
+            sig = inspect.signature(sched.step)
+
+            def on_step(real_step, *args, **kwargs):
+                bound = sig.bind(*args, **kwargs)
+                arg = bound.arguments
+                k = state["k"]
+                state["k"] = k + 1
+                if k < a:  # skipped: keep the latents, advance the step index as step() would
+                    if getattr(sched, "_step_index", None) is None and hasattr(sched, "_init_step_index"):
+                        sched._init_step_index(arg["timestep"])
+                    if getattr(sched, "_step_index", None) is not None:
+                        sched._step_index += 1
+                    return (arg["sample"],) if not arg.get("return_dict", True) else _Prev(arg["sample"])
+                want_dict = arg.get("return_dict", True)
+                arg["return_dict"] = True
+                out = real_step(*bound.args, **bound.kwargs)
+                if k == b - 1 and b < len(sched.timesteps):
+                    x0 = scheduler_x0(sched, out, arg["model_output"], arg["timestep"], arg["sample"])
+                    raise _StopSegment(out.prev_sample, x0)
+                return out if want_dict else out.to_tuple()
+
+            forward = den.forward
+
+            def maybe_skip(*args, **kwargs):
+                if state["k"] < a:
+                    first = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+                    zeros = torch.zeros_like(first)
+                    return (zeros,) if not kwargs.get("return_dict", True) else _Prev(zeros)
+                return forward(*args, **kwargs)
+
+            den.forward = maybe_skip
+            self._skip_now = lambda: state["k"] < a
+            try:
+                with installed_scheduler(pipe, SchedulerProxy(sched, on_step)):
+                    latents = pipe(
+                        prompt=[prompt] * x.shape[0],
+                        latents=x / float(getattr(sched, "init_noise_sigma", 1.0)),
+                        output_type="latent",
+                        **pipe_kwargs,
+                    ).images
+            except _StopSegment as stop:
+                return stop.x, stop.x0
+            finally:
+                del den.forward
+                self._skip_now = None
+            return latents, latents
 
         return run
 
     def _renoise(self, x: torch.Tensor, i: int, j: int, seeds: list[int]) -> torch.Tensor:
-        """Forward process from level ts[i] back to the noisier ts[j]: √(ᾱ_j/ᾱ_i)·x + √(1 − ᾱ_j/ᾱ_i)·ε, ε per seed."""
+        """Forward process from the level of step i back to the noisier level of step j, with ε per seed:
+        VP: √(ᾱ_j/ᾱ_i)·x + √(1 − ᾱ_j/ᾱ_i)·ε; flow matching: a·x + √(σ_j² − a²σ_i²)·ε, a = (1−σ_j)/(1−σ_i);
+        σ-space (Euler): x + √(σ_j² − σ_i²)·ε."""
         if j == i:
             return x
         sched = self.pipe.scheduler
-        acp = sched.alphas_cumprod
-        ratio = (acp[int(sched.timesteps[j])] / acp[int(sched.timesteps[i])]).to(torch.float64)
         eps = torch.stack([torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-        return (ratio.sqrt() * x.double() + (1 - ratio).sqrt() * eps.to(x.device).double()).to(x.dtype)
+        eps, xd = eps.to(x.device).double(), x.double()
+        name = type(sched).__name__
+        if name.startswith("FlowMatch"):
+            si, sj = float(sched.sigmas[i]), float(sched.sigmas[j])
+            a = (1 - sj) / (1 - si)
+            out = a * xd + math.sqrt(max(0.0, sj**2 - (a * si) ** 2)) * eps
+        elif name == "EulerDiscreteScheduler":
+            si, sj = float(sched.sigmas[i]), float(sched.sigmas[j])
+            out = xd + math.sqrt(max(0.0, sj**2 - si**2)) * eps
+        else:
+            acp = sched.alphas_cumprod
+            ratio = (acp[int(sched.timesteps[j])] / acp[int(sched.timesteps[i])]).to(torch.float64)
+            out = ratio.sqrt() * xd + (1 - ratio).sqrt() * eps
+        return out.to(x.dtype)
 
     @torch.no_grad()
     def path_search(
@@ -391,10 +466,9 @@ class NoiseSearchPipeline:
         backward_steps: int = 2,
         forward_steps: int = 4,
         seed: int = 0,
-        guidance_scale: float = 7.5,
-        negative_prompt: str | None = None,
         num_inference_steps: int = 50,
         output_type: str = "pil",
+        **pipe_kwargs,
     ) -> NoiseSearchOutput:
         """Search over paths: N noises (``candidate_seeds(seed, N)``) are denoised to step ``start_step``; then,
         until the end of the schedule, each path branches into M by re-noising ``backward_steps`` steps back
@@ -403,7 +477,7 @@ class NoiseSearchPipeline:
         Each candidate records its lineage (initial seed and the seed of every re-noising), from which
         :meth:`path_replay` regenerates it exactly.
         """
-        self._check(prompt, verifier, None, output_type, {})
+        self._check(prompt, verifier, None, output_type, pipe_kwargs)
         for name, val, low in (
             ("num_paths", num_paths, 1),
             ("num_branches", num_branches, 1),
@@ -419,15 +493,15 @@ class NoiseSearchPipeline:
         if not (0 <= i0 < steps):
             raise ValueError(f"`start_step` must be in [0, {steps}), got {start_step!r}")
         counter = {"nfe": 0, "verifier_calls": 0}
-        self.pipe.scheduler.set_timesteps(steps)
-        run = self._segment_runner(prompt, guidance_scale, negative_prompt)
+        run = self._start_segments(prompt, steps, pipe_kwargs)
         gen = torch.Generator().manual_seed(seed)
-        den = self._denoiser
         lineages = [dict(seed=s, branch_seeds=[]) for s in candidate_seeds(seed, num_paths)]
         cands, history = [], []
+        h, w = pipe_kwargs.get("height"), pipe_kwargs.get("width")
+        ctx = {"height": h, "width": w}
         with self._counting(counter):
-            x = torch.stack([self.noise_from_seed(lin["seed"]) for lin in lineages]).to(den.device, den.dtype)
-            x, _ = run(x * self.pipe.scheduler.init_noise_sigma, 0, i0)
+            x = self._initial(torch.stack([self.noise_from_seed(lin["seed"], h, w) for lin in lineages]))
+            x, _ = run(x, 0, i0)
             i, rnd = i0, 0
             while i < steps:
                 rnd += 1
@@ -438,7 +512,7 @@ class NoiseSearchPipeline:
                 flat_seeds = [s for row in seeds for s in row]
                 xs, x0 = run(self._renoise(xs, i, j, flat_seeds), j, end)
                 target = xs if end == steps else x0  # final round: score the samples themselves
-                scores = self._score(verifier, self.family.decode(self.pipe, target, None), prompt, counter)
+                scores = self._score(verifier, self.family.decode(self.pipe, target, ctx), prompt, counter)
                 keep = scores.argsort(descending=True)[:num_paths]
                 new_lin = []
                 for idx in range(len(flat_seeds)):
@@ -452,13 +526,13 @@ class NoiseSearchPipeline:
                 x = xs[torch.tensor([e[2] for e in new_lin], device=xs.device)]
                 history.append(new_lin[0][0])
                 i = end
-        final_images = self.family.decode(self.pipe, x, None).cpu()
+        final_images = self.family.decode(self.pipe, x, ctx).cpu()
         best = lineages[0]
         return self._finish(
             final_images[0],
             output_type,
             best_score=history[-1],
-            best_noise=self.noise_from_seed(best["seed"]),
+            best_noise=self.noise_from_seed(best["seed"], h, w),
             best_seed=best["seed"],
             candidates=cands,
             history=history,
@@ -474,24 +548,35 @@ class NoiseSearchPipeline:
         start_step: int | None = None,
         backward_steps: int = 2,
         forward_steps: int = 4,
-        guidance_scale: float = 7.5,
-        negative_prompt: str | None = None,
         num_inference_steps: int = 50,
+        **pipe_kwargs,
     ) -> torch.Tensor:
         """Regenerate a path-search candidate (images in [0, 1], ``[1, C, H, W]``) from its lineage."""
         steps = num_inference_steps
-        self.pipe.scheduler.set_timesteps(steps)
-        run = self._segment_runner(prompt, guidance_scale, negative_prompt)
-        den = self._denoiser
-        x = self.noise_from_seed(lineage["seed"])[None].to(den.device, den.dtype)
+        run = self._start_segments(prompt, steps, pipe_kwargs)
+        h, w = pipe_kwargs.get("height"), pipe_kwargs.get("width")
+        x = self._initial(self.noise_from_seed(lineage["seed"], h, w)[None])
         i = steps // 2 if start_step is None else start_step
-        x, _ = run(x * self.pipe.scheduler.init_noise_sigma, 0, i)
+        x, _ = run(x, 0, i)
         for s in lineage["branch_seeds"]:
             j = max(0, i - backward_steps)
             end = min(steps, j + forward_steps)
             x, _ = run(self._renoise(x, i, j, [s]), j, end)
             i = end
-        return self.family.decode(self.pipe, x, None)
+        return self.family.decode(self.pipe, x, {"height": h, "width": w})
+
+    def _start_segments(self, prompt, steps: int, pipe_kwargs: dict):
+        """Set the schedule (for the unconditional loop) and return the segment runner."""
+        if "generator" in pipe_kwargs:
+            raise ValueError("path search draws its own noises: do not pass `generator`")
+        if self.family.name == "unconditional":
+            self.pipe.scheduler.set_timesteps(steps)
+        return self._segment_runner(prompt, dict(pipe_kwargs, num_inference_steps=steps))
+
+    def _initial(self, noises: torch.Tensor) -> torch.Tensor:
+        """Initial latents of the loop: noise × the scheduler's ``init_noise_sigma``."""
+        den = self._denoiser
+        return noises.to(den.device, den.dtype) * float(getattr(self.pipe.scheduler, "init_noise_sigma", 1.0))
 
     # ------------------------------------------------------------------ regeneration
     @torch.no_grad()
