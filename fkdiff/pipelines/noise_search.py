@@ -29,7 +29,8 @@ from .intercept import SchedulerProxy, installed_scheduler, is_stochastic, sched
 
 logger = logging.getLogger(__name__)
 
-PATH_SCHEDULERS = {"DDIMScheduler", "DDPMScheduler", "EulerDiscreteScheduler", "FlowMatchEulerDiscreteScheduler"}
+# stateless, one step() call per step, deterministic: segments of the schedule compose exactly
+PATH_SCHEDULERS = {"DDIMScheduler", "EulerDiscreteScheduler", "FlowMatchEulerDiscreteScheduler"}
 
 
 class _StopSegment(Exception):
@@ -359,10 +360,10 @@ class NoiseSearchPipeline:
         pipe, fam = self.pipe, self.family
         sched = pipe.scheduler
         name = type(sched).__name__
-        if name not in PATH_SCHEDULERS:
+        if name not in PATH_SCHEDULERS or is_stochastic(sched, pipe_kwargs):
             raise ValueError(
-                "path search runs segments of the schedule and needs a stateless, single-call scheduler "
-                f"({', '.join(sorted(PATH_SCHEDULERS))}), got {name}"
+                "path search runs segments of the schedule and needs a stateless, single-call, deterministic "
+                f"scheduler ({', '.join(sorted(PATH_SCHEDULERS))}; DDIM with eta=0), got {name}"
             )
         if fam.name == "unconditional":
 
