@@ -1,6 +1,7 @@
 """FK correctors: the weight formulas, and the exact-target bench for CFG, annealing and products.
 
-Corrected sampling (K = 16 particles, G = 512 groups) must match the exact target within the Monte-Carlo
+Corrected sampling (K = 64 particles, G = 512 groups; CFG's finite-K bias at K = 16 is about the size of
+the tolerance) must match the exact target within the Monte-Carlo
 tolerance ½·Σ_m 4·SE_m; the uncorrected sampler (plain CFG / scaled score / summed predictions), measured
 on 16384 independent samples, must measurably miss it (its TV above its own tolerance).
 """
@@ -63,7 +64,7 @@ def tv(name, corrected, k, groups, mutate=None):
 
 @pytest.mark.parametrize("name", sorted(bc.CORRECTOR_CASES))
 def test_corrected_matches_target_uncorrected_does_not(name):
-    good = tv(name, True, 16, 512)
+    good = tv(name, True, 64, 512)
     assert good.tv <= good.tv_tolerance, (good.tv, good.tv_tolerance)
     plain = tv(name, False, 1, 16384)
     assert plain.tv > plain.tv_tolerance, (plain.tv, plain.tv_tolerance)
@@ -73,5 +74,5 @@ def test_wrong_sign_of_the_correction_is_caught(monkeypatch):
     """Negative control: the bench fails a corrector whose increments have the wrong sign."""
     real = bc.product_increment
     monkeypatch.setattr(bc, "product_increment", lambda eps, betas, kappa: -real(eps, betas, kappa))
-    bad = tv("cfg", True, 16, 512)
+    bad = tv("cfg", True, 64, 512)
     assert bad.tv > bad.tv_tolerance
