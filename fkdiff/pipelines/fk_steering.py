@@ -22,6 +22,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from ..smc import FKSteering, SteeringTrace, check_rewards
+from ..smc.correctors import anneal_increment, cfg_increment, corrector_kappa
 from .families import Family, detect_family, vae_decode
 from .intercept import (
     UNSUPPORTED_SCHEDULERS,
@@ -54,6 +55,24 @@ class FKSteeringOutput(BaseOutput):
     trace: SteeringTrace
     selected: torch.Tensor
     latents: torch.Tensor | None = None
+
+
+def _zero_reward(images, prompts=None):
+    """No reward tilt (correctors alone)."""
+    return torch.zeros(images.shape[0], device=images.device)
+
+
+def _vp_kappa(sched, i: int, timestep) -> float:
+    """κ of the FK correctors for the step from ``timesteps[i]`` to the next one (ᾱ = 1, or DDIM's final
+    ᾱ, after the last)."""
+    acp = sched.alphas_cumprod
+    t = int(timestep)
+    ts = sched.timesteps
+    if i + 1 < len(ts):
+        a_next = float(acp[int(ts[i + 1])])
+    else:
+        a_next = float(getattr(sched, "final_alpha_cumprod", torch.tensor(1.0)))
+    return corrector_kappa(float(acp[t]), max(a_next, float(acp[t])))
 
 
 def _reward_name(reward) -> str:
@@ -160,6 +179,8 @@ class FKSteeringPipeline:
         max_batch_size: int | None = None,
         reward_guidance: float = 0.0,
         intermediate_decoder=None,
+        corrector: str | None = None,
+        anneal_beta: float = 1.0,
         batch_size: int = 1,
         num_inference_steps: int = 50,
         generator: torch.Generator | None = None,
@@ -184,9 +205,19 @@ class FKSteeringPipeline:
             intermediate_decoder: a cheaper decoder for x̂₀ at update steps (e.g. a TAESD
                 ``AutoencoderTiny``, or a callable latents → images in [0, 1]); the final images always
                 come from the pipeline's own decoder.
+            corrector: FK-corrector weights (Skreta et al. 2025), added to the steering weights:
+                ``"cfg"`` makes CFG sample p(x|c)^w·p(x)^(1−w) (w = ``guidance_scale``; SD/SDXL; uses the
+                conditional and unconditional predictions CFG computes anyway), ``"anneal"`` samples
+                p^β with β = ``anneal_beta`` (the sampler is driven by β·ε̂ from noise N(0, I/β);
+                unconditional pipelines, or SD without CFG). Needs DDPMScheduler or DDIM with eta > 0.
+                ``reward`` may then be None (no reward tilt).
             batch_size: number of groups for unconditional pipelines.
         """
         pipe, fam = self.pipe, self.family
+        if corrector not in (None, "cfg", "anneal"):
+            raise ValueError(f"`corrector` must be one of [None, 'cfg', 'anneal'], got {corrector!r}")
+        if reward is None and corrector is not None:
+            reward = _zero_reward
         if reward is None or not callable(reward):
             raise TypeError("`reward` must be a callable (images, prompts) -> Tensor[N]")
         if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
@@ -215,6 +246,7 @@ class FKSteeringPipeline:
                 "`reward_guidance` needs a DDPMScheduler (exact Gaussian transitions) on an SD, SDXL or "
                 f"unconditional pipeline; got {type(pipe).__name__} with {sched_name}"
             )
+        cfg_scale = self._check_corrector(corrector, anneal_beta, pipe_kwargs)
         k = num_particles
         if fam.conditional:
             if prompt is None:
@@ -276,6 +308,11 @@ class FKSteeringPipeline:
                     generator=smc_gen,
                 )
                 step_kwargs_seen.update({kk: v for kk, v in a.items() if kk in ("eta", "s_churn")})
+                if corrector is not None and not is_stochastic(sched, step_kwargs_seen):
+                    raise ValueError(
+                        f"`corrector={corrector!r}` needs the stochastic (DDPM) sampler its weights are derived for: "
+                        "DDPMScheduler, or DDIMScheduler with eta > 0"
+                    )
                 if k > 1 and not is_stochastic(sched, step_kwargs_seen):
                     logger.warning(
                         "%s with these settings is deterministic: resampled copies of a particle stay identical. "
@@ -284,6 +321,16 @@ class FKSteeringPipeline:
                     )
             steer: FKSteering = state["steer"]
             i = state["step"]
+            if corrector == "anneal" and i == 0 and not state.get("sample_scaled"):
+                a["sample"] = sample = sample / math.sqrt(anneal_beta)  # initial noise N(0, I/β)
+                state["sample_scaled"] = True
+            if corrector is not None:
+                kappa = _vp_kappa(sched, i, timestep)
+                if corrector == "cfg":
+                    eps_u, eps_c = state["eps"].chunk(2)
+                    steer.add_log_weights(cfg_increment(eps_u, eps_c, cfg_scale, kappa), "CFG corrector")
+                else:
+                    steer.add_log_weights(anneal_increment(state["eps"], anneal_beta, kappa), "annealing corrector")
             guided = reward_guidance > 0 and i < state["num_steps"] - 1
             if guided:
                 grad = self._reward_grad(
@@ -317,15 +364,42 @@ class FKSteeringPipeline:
             if not torch.is_grad_enabled():  # the stock loop's call, not our own gradient call
                 state["denoiser_call"] = (args, kwargs)
 
+        def scale_first_input(module, args, kwargs):
+            if torch.is_grad_enabled() or state.get("input_scaled"):
+                return None
+            state["input_scaled"] = True  # the first call sees the initial noise: make it N(0, I/β)
+            if args:
+                return (args[0] / math.sqrt(anneal_beta), *args[1:]), kwargs
+            key = next(kk for kk, v in kwargs.items() if isinstance(v, torch.Tensor))
+            return args, {**kwargs, key: kwargs[key] / math.sqrt(anneal_beta)}
+
+        def capture_output(module, args, kwargs, output):
+            if torch.is_grad_enabled():
+                return None
+            eps = output[0] if isinstance(output, tuple) else output.sample
+            state["eps"] = eps
+            if corrector != "anneal":
+                return None
+            if isinstance(output, tuple):  # the sampler is driven by β·ε̂
+                return (eps * anneal_beta, *output[1:])
+            output.sample = eps * anneal_beta
+            return output
+
         proxy = SchedulerProxy(pipe.scheduler, on_step)
         denoiser = self._denoiser
-        hook = denoiser.register_forward_pre_hook(record_call, with_kwargs=True) if reward_guidance > 0 else None
+        hooks = []
+        if reward_guidance > 0:
+            hooks.append(denoiser.register_forward_pre_hook(record_call, with_kwargs=True))
+        if corrector is not None:
+            hooks.append(denoiser.register_forward_hook(capture_output, with_kwargs=True))
+        if corrector == "anneal":
+            hooks.append(denoiser.register_forward_pre_hook(scale_first_input, with_kwargs=True))
         try:
             with installed_scheduler(pipe, proxy), chunked_forward(denoiser, max_batch_size):
                 result = self._run_stock(call, num_inference_steps, generator, pipe_kwargs)
         finally:
-            if hook is not None:
-                hook.remove()
+            for h in hooks:
+                h.remove()
         steer = state["steer"]
         if steer is None:
             raise RuntimeError("the pipeline never called scheduler.step(); nothing was steered")
@@ -349,6 +423,38 @@ class FKSteeringPipeline:
             latents=latents[sel],
         )
         return out if return_dict else (out.images,)
+
+    def _check_corrector(self, corrector, anneal_beta, pipe_kwargs) -> float:
+        """Validate the corrector settings; return the CFG scale w (1.0 when CFG is off)."""
+        fam, pipe = self.family, self.pipe
+        default_w = {"sd": 7.5, "sdxl": 5.0}.get(fam.name, 1.0)
+        w = float(pipe_kwargs.get("guidance_scale", default_w))
+        if corrector is None:
+            return w
+        sched_name = type(pipe.scheduler).__name__
+        if sched_name not in ("DDPMScheduler", "DDIMScheduler"):
+            raise ValueError(
+                f"`corrector={corrector!r}` needs a VP scheduler with the DDPM transition (DDPMScheduler, or "
+                f"DDIMScheduler with eta > 0), got {sched_name}"
+            )
+        if pipe.scheduler.config.get("prediction_type", "epsilon") != "epsilon":
+            raise ValueError("FK correctors are derived for epsilon-prediction models")
+        if corrector == "cfg":
+            if fam.name not in ("sd", "sdxl") or w <= 1:
+                raise ValueError(
+                    "`corrector='cfg'` needs classifier-free guidance: an SD or SDXL pipeline with guidance_scale > 1"
+                )
+            if float(pipe_kwargs.get("guidance_rescale", 0.0)) != 0.0:
+                raise ValueError("`corrector='cfg'` cannot correct `guidance_rescale`; leave it at 0")
+        else:
+            if not (isinstance(anneal_beta, (int, float)) and math.isfinite(anneal_beta) and anneal_beta > 0):
+                raise ValueError(f"`anneal_beta` must be a finite number > 0, got {anneal_beta!r}")
+            if fam.conditional and (fam.name != "sd" or w > 1):
+                raise ValueError(
+                    "`corrector='anneal'` anneals a single model: an unconditional pipeline, or SD with "
+                    "guidance_scale <= 1 (CFG off)"
+                )
+        return w
 
     def _run_stock(self, call: dict, num_inference_steps: int, generator, pipe_kwargs: dict):
         """The stock pipeline's own ``__call__`` for all G·K particles, returning raw latents (or images)."""
