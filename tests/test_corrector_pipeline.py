@@ -151,3 +151,72 @@ def test_corrector_refuses_non_vp_scheduler():
     with pytest.raises(ValueError, match="DDPMScheduler"):
         FKSteeringPipeline.from_pipe(pipe)("a cat", corrector="cfg", num_inference_steps=2)
     assert isinstance(tiny_sd_pipeline().scheduler, DDIMScheduler)
+
+
+def test_product_of_two_models_reaches_p1_p2(bench_fk):
+    from fkdiff.bench.correctors import CORRECTOR_CASES, denoiser_for
+
+    mixes, betas = CORRECTOR_CASES["product"]
+    first, second = denoiser_for(mixes[0]), denoiser_for(mixes[1])
+    pipe = DDPMPipeline(unet=first, scheduler=bench_scheduler(first))
+    pipe.set_progress_bar_config(disable=True)
+    target = grid_power_target(mixes, betas, DEFAULT_MIXTURE)
+    res = FKSteeringPipeline.from_pipe(pipe)(
+        corrector="product",
+        second_model=second,
+        batch_size=512,
+        num_particles=16,
+        num_inference_steps=250,
+        resample_interval=1,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+        selection="all",
+    )
+    pts = images_to_points(res.images).reshape(512, 16, 2)
+    c = compare(*group_estimates(DEFAULT_MIXTURE, pts, res.log_weights), target)
+    assert c.tv <= c.tv_tolerance, (c.tv, c.tv_tolerance)
+
+
+def test_product_of_two_prompts_on_sd_is_seeded():
+    pipe = tiny_sd_pipeline()
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    fk = FKSteeringPipeline.from_pipe(pipe)
+    kw = dict(
+        corrector="product",
+        second_prompt="wearing a hat",
+        guidance_scale=1.0,
+        num_particles=2,
+        num_inference_steps=4,
+        resample_interval=1,
+        output_type="pt",
+        selection="all",
+    )
+    a = fk(["a cat", "a dog"], generator=torch.Generator().manual_seed(0), **kw)
+    b = fk(["a cat", "a dog"], generator=torch.Generator().manual_seed(0), **kw)
+    assert a.images.shape == (4, 3, 16, 16) and torch.equal(a.images, b.images)
+    assert torch.isfinite(a.log_weights).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(second_model="tiny"), "latent space"),
+        (dict(), "exactly one"),
+        (dict(second_model="gmm", second_prompt="x"), "exactly one"),
+    ],
+)
+def test_product_bad_input(bench_fk, kwargs, match):
+    model, fk = bench_fk
+    if kwargs.get("second_model") == "tiny":
+        kwargs = dict(second_model=tiny_ddpm_pipeline().unet)  # 1 channel, 8×8: another latent space
+    elif kwargs.get("second_model") == "gmm":
+        kwargs = dict(kwargs, second_model=model)
+    with pytest.raises(ValueError, match=match):
+        fk(corrector="product", num_particles=2, num_inference_steps=2, output_type="pt", **kwargs)
+
+
+def test_product_with_cfg_refused():
+    pipe = tiny_sd_pipeline()
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    with pytest.raises(ValueError, match="guidance_scale <= 1"):
+        FKSteeringPipeline.from_pipe(pipe)("a cat", corrector="product", second_prompt="a hat", num_inference_steps=2)

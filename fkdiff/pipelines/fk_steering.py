@@ -22,7 +22,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from ..smc import FKSteering, SteeringTrace, check_rewards
-from ..smc.correctors import anneal_increment, cfg_increment, corrector_kappa
+from ..smc.correctors import anneal_increment, cfg_increment, corrector_kappa, product_increment
 from .families import Family, detect_family, vae_decode
 from .intercept import (
     UNSUPPORTED_SCHEDULERS,
@@ -181,6 +181,8 @@ class FKSteeringPipeline:
         intermediate_decoder=None,
         corrector: str | None = None,
         anneal_beta: float = 1.0,
+        second_prompt: str | list[str] | None = None,
+        second_model: torch.nn.Module | None = None,
         batch_size: int = 1,
         num_inference_steps: int = 50,
         generator: torch.Generator | None = None,
@@ -209,13 +211,15 @@ class FKSteeringPipeline:
                 ``"cfg"`` makes CFG sample p(x|c)^w·p(x)^(1−w) (w = ``guidance_scale``; SD/SDXL; uses the
                 conditional and unconditional predictions CFG computes anyway), ``"anneal"`` samples
                 p^β with β = ``anneal_beta`` (the sampler is driven by β·ε̂ from noise N(0, I/β);
-                unconditional pipelines, or SD without CFG). Needs DDPMScheduler or DDIM with eta > 0.
-                ``reward`` may then be None (no reward tilt).
+                unconditional pipelines, or SD without CFG), ``"product"`` samples p₁·p₂ (the sampler is
+                driven by ε₁ + ε₂ from noise N(0, I/2)): p₂ is the same SD model under ``second_prompt``
+                (CFG off), or ``second_model``, a denoiser sharing the latent space (unconditional or SD).
+                Needs DDPMScheduler or DDIM with eta > 0. ``reward`` may then be None (no reward tilt).
             batch_size: number of groups for unconditional pipelines.
         """
         pipe, fam = self.pipe, self.family
-        if corrector not in (None, "cfg", "anneal"):
-            raise ValueError(f"`corrector` must be one of [None, 'cfg', 'anneal'], got {corrector!r}")
+        if corrector not in (None, "cfg", "anneal", "product"):
+            raise ValueError(f"`corrector` must be one of [None, 'cfg', 'anneal', 'product'], got {corrector!r}")
         if reward is None and corrector is not None:
             reward = _zero_reward
         if reward is None or not callable(reward):
@@ -246,7 +250,8 @@ class FKSteeringPipeline:
                 "`reward_guidance` needs a DDPMScheduler (exact Gaussian transitions) on an SD, SDXL or "
                 f"unconditional pipeline; got {type(pipe).__name__} with {sched_name}"
             )
-        cfg_scale = self._check_corrector(corrector, anneal_beta, pipe_kwargs)
+        cfg_scale = self._check_corrector(corrector, anneal_beta, pipe_kwargs, second_prompt, second_model)
+        noise_scale = {"anneal": anneal_beta, "product": 2.0}.get(corrector, 1.0)  # initial noise N(0, I/Σβ)
         k = num_particles
         if fam.conditional:
             if prompt is None:
@@ -321,14 +326,17 @@ class FKSteeringPipeline:
                     )
             steer: FKSteering = state["steer"]
             i = state["step"]
-            if corrector == "anneal" and i == 0 and not state.get("sample_scaled"):
-                a["sample"] = sample = sample / math.sqrt(anneal_beta)  # initial noise N(0, I/β)
+            if noise_scale != 1.0 and i == 0 and not state.get("sample_scaled"):
+                a["sample"] = sample = sample / math.sqrt(noise_scale)  # initial noise N(0, I/Σβ)
                 state["sample_scaled"] = True
             if corrector is not None:
                 kappa = _vp_kappa(sched, i, timestep)
                 if corrector == "cfg":
                     eps_u, eps_c = state["eps"].chunk(2)
                     steer.add_log_weights(cfg_increment(eps_u, eps_c, cfg_scale, kappa), "CFG corrector")
+                elif corrector == "product":
+                    inc = product_increment(state["eps_experts"], [1.0, 1.0], kappa)
+                    steer.add_log_weights(inc, "product-of-experts corrector")
                 else:
                     steer.add_log_weights(anneal_increment(state["eps"], anneal_beta, kappa), "annealing corrector")
             guided = reward_guidance > 0 and i < state["num_steps"] - 1
@@ -367,22 +375,33 @@ class FKSteeringPipeline:
         def scale_first_input(module, args, kwargs):
             if torch.is_grad_enabled() or state.get("input_scaled"):
                 return None
-            state["input_scaled"] = True  # the first call sees the initial noise: make it N(0, I/β)
+            state["input_scaled"] = True  # the first call sees the initial noise: make it N(0, I/Σβ)
             if args:
-                return (args[0] / math.sqrt(anneal_beta), *args[1:]), kwargs
+                return (args[0] / math.sqrt(noise_scale), *args[1:]), kwargs
             key = next(kk for kk, v in kwargs.items() if isinstance(v, torch.Tensor))
-            return args, {**kwargs, key: kwargs[key] / math.sqrt(anneal_beta)}
+            return args, {**kwargs, key: kwargs[key] / math.sqrt(noise_scale)}
 
         def capture_output(module, args, kwargs, output):
             if torch.is_grad_enabled():
                 return None
             eps = output[0] if isinstance(output, tuple) else output.sample
             state["eps"] = eps
-            if corrector != "anneal":
+            if corrector == "anneal":
+                new = eps * anneal_beta  # the sampler is driven by β·ε̂
+            elif corrector == "product":
+                eps2 = self._second_expert(module, args, kwargs, second_model, second_embeds)
+                if eps2.shape != eps.shape:
+                    raise ValueError(
+                        f"the second expert's prediction has shape {tuple(eps2.shape)}, the first's "
+                        f"{tuple(eps.shape)}: the two models must share a latent space"
+                    )
+                state["eps_experts"] = (eps, eps2)
+                new = eps + eps2  # the sampler is driven by ε₁ + ε₂
+            else:
                 return None
-            if isinstance(output, tuple):  # the sampler is driven by β·ε̂
-                return (eps * anneal_beta, *output[1:])
-            output.sample = eps * anneal_beta
+            if isinstance(output, tuple):
+                return (new, *output[1:])
+            output.sample = new
             return output
 
         proxy = SchedulerProxy(pipe.scheduler, on_step)
@@ -392,8 +411,15 @@ class FKSteeringPipeline:
             hooks.append(denoiser.register_forward_pre_hook(record_call, with_kwargs=True))
         if corrector is not None:
             hooks.append(denoiser.register_forward_hook(capture_output, with_kwargs=True))
-        if corrector == "anneal":
+        if noise_scale != 1.0:
             hooks.append(denoiser.register_forward_pre_hook(scale_first_input, with_kwargs=True))
+        second_embeds = None
+        if corrector == "product" and second_prompt is not None:
+            p2 = [second_prompt] * g if isinstance(second_prompt, str) else list(second_prompt)
+            if len(p2) != g:
+                raise ValueError(f"`second_prompt` must be a string or a list of {g} strings, got {len(p2)}")
+            emb, _ = pipe.encode_prompt(p2, denoiser.device, k, False)
+            second_embeds = emb
         try:
             with installed_scheduler(pipe, proxy), chunked_forward(denoiser, max_batch_size):
                 result = self._run_stock(call, num_inference_steps, generator, pipe_kwargs)
@@ -424,7 +450,24 @@ class FKSteeringPipeline:
         )
         return out if return_dict else (out.images,)
 
-    def _check_corrector(self, corrector, anneal_beta, pipe_kwargs) -> float:
+    def _second_expert(self, module, args, kwargs, second_model, second_embeds) -> torch.Tensor:
+        """ε₂ for the product corrector: ``second_model`` on the same inputs, or the pipeline's own denoiser
+        (its forward, bypassing hooks) under the second prompt's embeddings."""
+        if second_model is not None:
+            if self.family.conditional:
+                out = second_model(*args, **kwargs)
+            else:
+                out = second_model(*args[:2], return_dict=False)
+        else:
+            key = "encoder_hidden_states"
+            if key in kwargs:
+                kwargs = {**kwargs, key: second_embeds.to(kwargs[key].dtype)}
+            else:  # positional (sample, timestep, encoder_hidden_states)
+                args = (*args[:2], second_embeds.to(args[2].dtype), *args[3:])
+            out = module.forward(*args, **kwargs)
+        return out[0] if isinstance(out, tuple) else out.sample
+
+    def _check_corrector(self, corrector, anneal_beta, pipe_kwargs, second_prompt=None, second_model=None) -> float:
         """Validate the corrector settings; return the CFG scale w (1.0 when CFG is off)."""
         fam, pipe = self.family, self.pipe
         default_w = {"sd": 7.5, "sdxl": 5.0}.get(fam.name, 1.0)
@@ -446,6 +489,21 @@ class FKSteeringPipeline:
                 )
             if float(pipe_kwargs.get("guidance_rescale", 0.0)) != 0.0:
                 raise ValueError("`corrector='cfg'` cannot correct `guidance_rescale`; leave it at 0")
+        elif corrector == "product":
+            if (second_prompt is None) == (second_model is None):
+                raise ValueError("`corrector='product'` needs exactly one of `second_prompt` and `second_model`")
+            if second_prompt is not None and fam.name != "sd":
+                raise ValueError("`second_prompt` needs a Stable Diffusion 1.x/2.x pipeline")
+            if fam.conditional and (fam.name != "sd" or w > 1):
+                raise ValueError("`corrector='product'` multiplies conditional experts: set guidance_scale <= 1")
+            if second_model is not None:
+                den = self._denoiser
+                for key in ("in_channels", "out_channels", "sample_size"):
+                    a, b = den.config.get(key), getattr(second_model, "config", {}).get(key)
+                    if a != b:
+                        raise ValueError(
+                            f"`second_model` must share the latent space: its {key} is {b}, the pipeline's is {a}"
+                        )
         else:
             if not (isinstance(anneal_beta, (int, float)) and math.isfinite(anneal_beta) and anneal_beta > 0):
                 raise ValueError(f"`anneal_beta` must be a finite number > 0, got {anneal_beta!r}")
