@@ -220,3 +220,48 @@ def test_product_with_cfg_refused():
     pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     with pytest.raises(ValueError, match="guidance_scale <= 1"):
         FKSteeringPipeline.from_pipe(pipe)("a cat", corrector="product", second_prompt="a hat", num_inference_steps=2)
+
+
+def test_annealing_combined_with_a_reward_tilt(bench_fk):
+    """Corrector weights and FK potentials add up: the target is p^β·exp(λ·r)."""
+    from fkdiff.bench.exact_target import SinReward
+
+    model, fk = bench_fk
+    reward = SinReward()
+    target = grid_power_target([model.mixture], [2.0], DEFAULT_MIXTURE, reward_points=reward.points, lmbda=1.0)
+    res = fk(
+        reward=reward,
+        lmbda=1.0,
+        corrector="anneal",
+        anneal_beta=2.0,
+        batch_size=512,
+        num_particles=16,
+        num_inference_steps=250,
+        resample_interval=1,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+        selection="all",
+    )
+    pts = images_to_points(res.images).reshape(512, 16, 2)
+    c = compare(*group_estimates(DEFAULT_MIXTURE, pts, res.log_weights), target)
+    assert c.tv <= c.tv_tolerance, (c.tv, c.tv_tolerance)
+    plain = grid_power_target([model.mixture], [2.0], DEFAULT_MIXTURE)
+    assert 0.5 * (plain.mode_masses - target.mode_masses).abs().sum() > 4 * c.tv_tolerance  # the tilt matters
+
+
+def test_cfg_corrector_seeded_and_grouped():
+    pipe = tiny_sd_pipeline()
+    fk = FKSteeringPipeline.from_pipe(pipe)
+    kw = dict(
+        corrector="cfg",
+        num_particles=3,
+        num_inference_steps=4,
+        resample_interval=1,
+        eta=1.0,
+        output_type="pt",
+        selection="all",
+    )
+    a = fk(["a cat", "a dog"], generator=torch.Generator().manual_seed(1), **kw)
+    b = fk(["a cat", "a dog"], generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.equal(a.images, b.images) and torch.equal(a.log_weights, b.log_weights)
+    assert all(((r.ancestors >= 0) & (r.ancestors < 3)).all() for r in a.trace.records)

@@ -32,13 +32,21 @@ def denoiser_for(mix: GaussianMixture) -> GMMDenoiser:
 
 
 def grid_power_target(
-    experts: Sequence[GaussianMixture], betas: Sequence[float], cells: GaussianMixture, n: int = 801, w: float = 1.6
+    experts: Sequence[GaussianMixture],
+    betas: Sequence[float],
+    cells: GaussianMixture,
+    n: int = 801,
+    w: float = 1.6,
+    reward_points=None,
+    lmbda: float = 0.0,
 ) -> GridTarget:
-    """Mode masses (Voronoi cells of ``cells``' means) and mean of Π_i p_i^{β_i} on an n×n grid."""
+    """Mode masses (Voronoi cells of ``cells``' means) and mean of Π_i p_i^{β_i}·exp(λ·r) on an n×n grid."""
     lin = torch.linspace(-w, w, n, dtype=torch.float64)
     xx, yy = torch.meshgrid(lin, lin, indexing="ij")
     pts = torch.stack([xx, yy], -1).reshape(-1, 2)
     logp = sum(b * e.log_prob(pts) for b, e in zip(betas, experts))
+    if reward_points is not None and lmbda:
+        logp = logp + lmbda * reward_points(pts)
     p = torch.softmax(logp, 0)
     masses = torch.zeros(len(cells.weights), dtype=torch.float64).index_add_(0, cells.mode_of(pts), p)
     return GridTarget(masses, (p[:, None] * pts).sum(0))
