@@ -1,0 +1,26 @@
+"""Rewards (potentials of FK steering, verifiers of noise search), all following the Reward contract."""
+
+from .base import FunctionReward, Reward, check_images, resolve_weights_file
+from .classifier import ClassifierReward
+from .compose import Normalized, RankEnsemble, WeightedSum
+
+__all__ = [
+    "AestheticScore",
+    "CLIPScore",
+    "ClassifierReward",
+    "FunctionReward",
+    "Normalized",
+    "RankEnsemble",
+    "Reward",
+    "WeightedSum",
+    "check_images",
+    "resolve_weights_file",
+]
+
+
+def __getattr__(name):  # open_clip is an optional extra: import it only when asked for
+    if name in ("CLIPScore", "AestheticScore"):
+        from . import clip
+
+        return getattr(clip, name)
+    raise AttributeError(f"module 'fkdiff.rewards' has no attribute {name!r}")
