@@ -3,7 +3,8 @@
 Run:  python benchmarks/rewards.py [--repeats 3] [--size 512]
 
 Rewards measured: CLIP score (open_clip ViT-L-14), LAION aesthetic (ViT-L-14 + MLP head), a classifier
-reward (torchvision ResNet-50). ImageReward, PickScore and HPSv2 are not implemented yet.
+reward (torchvision ResNet-50), HPSv2 (open_clip ViT-H-14) and PickScore (transformers CLIP ViT-H/14).
+ImageReward is not implemented yet.
 """
 
 import argparse
@@ -13,7 +14,8 @@ import time
 import torch
 
 from fkdiff.rewards import ClassifierReward
-from fkdiff.rewards.clip import OPENAI_MEAN, OPENAI_STD, AestheticHead, AestheticScore, CLIPScore
+from fkdiff.rewards.clip import OPENAI_MEAN, OPENAI_STD, AestheticHead, AestheticScore, CLIPScore, HPSv2
+from fkdiff.rewards.pickscore import PickScore
 
 
 def rate(reward, images, prompts, repeats):
@@ -54,7 +56,30 @@ def main():
     ]
     print(f"images/s at batch 8 ({args.size}×{args.size} inputs), {torch.get_num_threads()} threads:")
     for name, reward in rows:
-        print(f"  {name:<28} {rate(reward, images, prompts, args.repeats):8.2f}")
+        print(f"  {name:<28} {rate(reward, images, prompts, args.repeats):8.2f}", flush=True)
+    del rows, model
+    big, _, _ = open_clip.create_model_and_transforms("ViT-H-14", pretrained=None)
+    hps = HPSv2(big.eval(), open_clip.get_tokenizer("ViT-H-14"), 224, batch_size=8)
+    print(f"  {'HPSv2 ViT-H-14':<28} {rate(hps, images, prompts, args.repeats):8.2f}", flush=True)
+    del hps, big
+    from transformers import CLIPConfig, CLIPModel
+
+    from fkdiff.testing import build_clip_tokenizer
+
+    cfg = CLIPConfig(
+        text_config=dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=24),
+        vision_config=dict(
+            hidden_size=1280,
+            intermediate_size=5120,
+            num_attention_heads=16,
+            num_hidden_layers=32,
+            image_size=224,
+            patch_size=14,
+        ),
+        projection_dim=1024,
+    )
+    pick = PickScore(CLIPModel(cfg), build_clip_tokenizer(), 224, batch_size=8)
+    print(f"  {'PickScore CLIP ViT-H/14':<28} {rate(pick, images, prompts, args.repeats):8.2f}")
 
 
 if __name__ == "__main__":

@@ -158,3 +158,46 @@ def test_rank_ensemble_averages_ranks_with_ties():
     out = RankEnsemble([first, second])(torch.rand(3, 1, 2, 2))
     torch.testing.assert_close(out, torch.tensor([2.0, 2.0, 2.0]))  # (1+3)/2, (3+1)/2, (2+2)/2
     assert not RankEnsemble([first]).differentiable
+
+
+def test_pickscore_from_local_folders(tmp_path):
+    from transformers import CLIPConfig, CLIPModel
+
+    from fkdiff.rewards import PickScore
+    from fkdiff.testing import build_clip_tokenizer
+
+    torch.manual_seed(0)
+    text = dict(
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=514,
+        bos_token_id=512,
+        eos_token_id=513,
+        pad_token_id=513,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=32, patch_size=8
+    )
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(tmp_path / "m")
+    build_clip_tokenizer(tmp_path / "tok")
+    r = PickScore.from_pretrained(str(tmp_path / "m"), str(tmp_path / "tok"), batch_size=2)
+    x = images(3).requires_grad_(True)
+    s = r(x, ["a cat", "a dog", "a tree"])
+    assert s.shape == (3,) and torch.isfinite(s).all()
+    torch.testing.assert_close(r(x.flip(0), ["a tree", "a dog", "a cat"]), s.flip(0), rtol=1e-4, atol=1e-4)
+    s.sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_hpsv2_from_local_checkpoint(tiny_clip, tmp_path):
+    from fkdiff.rewards import CLIPScore, HPSv2
+
+    torch.save({"state_dict": tiny_clip.state_dict()}, tmp_path / HPSv2.FILE)
+    r = HPSv2.from_pretrained(str(tmp_path), clip_model=TINY)
+    x = images(2)
+    ref = CLIPScore(tiny_clip, open_clip.get_tokenizer(TINY), 32)(x, ["a", "b"]) / 100
+    torch.testing.assert_close(r(x, ["a", "b"]), ref, rtol=1e-4, atol=1e-4)
+    with pytest.raises(FileNotFoundError, match="HPS_v2.1_compressed.pt"):
+        HPSv2.from_pretrained("offline/repo", clip_model=TINY)

@@ -9,6 +9,8 @@ __all__ = [
     "CLIPScore",
     "ClassifierReward",
     "FunctionReward",
+    "HPSv2",
+    "PickScore",
     "Normalized",
     "RankEnsemble",
     "Reward",
@@ -19,8 +21,12 @@ __all__ = [
 
 
 def __getattr__(name):  # open_clip is an optional extra: import it only when asked for
-    if name in ("CLIPScore", "AestheticScore"):
+    if name in ("CLIPScore", "AestheticScore", "HPSv2"):
         from . import clip
 
         return getattr(clip, name)
+    if name == "PickScore":
+        from .pickscore import PickScore
+
+        return PickScore
     raise AttributeError(f"module 'fkdiff.rewards' has no attribute {name!r}")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .base import Reward, resolve_weights_file
 
-__all__ = ["CLIPScore", "AestheticScore", "clip_preprocess", "AestheticHead"]
+__all__ = ["CLIPScore", "AestheticScore", "HPSv2", "clip_preprocess", "AestheticHead"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -130,3 +130,34 @@ class AestheticScore(Reward):
         dev = next(self.model.parameters()).device
         emb = self.model.encode_image(clip_preprocess(images.to(dev), self.image_size, self.mean, self.std)).float()
         return self.head(F.normalize(emb, dim=-1))
+
+
+class HPSv2(Reward):
+    """HPS v2.1 (Wu et al. 2023): open_clip ViT-H-14 with the HPS checkpoint; score = cos(image, text)
+    (about 0.25–0.35 for typical pairs with the real weights)."""
+
+    REPO = "xswu/HPSv2"
+    FILE = "HPS_v2.1_compressed.pt"
+
+    def __init__(self, model, tokenizer, image_size: int, mean=OPENAI_MEAN, std=OPENAI_STD, batch_size: int = 16):
+        super().__init__(batch_size)
+        self.model, self.tokenizer = model, tokenizer
+        self.image_size, self.mean, self.std = image_size, mean, std
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str = REPO, clip_model: str = "ViT-H-14", device="cpu", **kwargs) -> HPSv2:
+        """``checkpoint``: hub repo holding ``HPS_v2.1_compressed.pt``, its folder, or the file itself."""
+        path = resolve_weights_file(checkpoint, cls.FILE, what="HPSv2 checkpoint")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        model, tok, size, mean, std = _load_open_clip(clip_model, None, device)
+        model.load_state_dict(state)
+        return cls(model, tok, size, mean, std, **kwargs)
+
+    def score(self, images, prompts):
+        if prompts is None:
+            raise ValueError("HPSv2 needs prompts (one per image)")
+        dev = next(self.model.parameters()).device
+        img = self.model.encode_image(clip_preprocess(images.to(dev), self.image_size, self.mean, self.std))
+        txt = self.model.encode_text(self.tokenizer(prompts).to(dev))
+        return F.cosine_similarity(img.float(), txt.float(), dim=-1)
