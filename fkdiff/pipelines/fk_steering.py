@@ -23,7 +23,8 @@ from diffusers.utils import BaseOutput
 
 from ..smc import FKSteering, SteeringTrace, check_rewards
 from ..smc.correctors import anneal_increment, cfg_increment, corrector_kappa, product_increment
-from .families import Family, detect_family, vae_decode
+from .base import WrappedPipeline
+from .families import vae_decode
 from .intercept import (
     UNSUPPORTED_SCHEDULERS,
     SchedulerProxy,
@@ -95,43 +96,13 @@ def _to_output(images: torch.Tensor, output_type: str, pipe):
     return pipe.numpy_to_pil(arr)
 
 
-class FKSteeringPipeline:
+class FKSteeringPipeline(WrappedPipeline):
     """FK steering around a loaded diffusers pipeline (no weights are copied).
 
     Build it with :meth:`from_pretrained` (any supported model id or local folder) or
     :meth:`from_pipe` (an already-loaded pipeline). Calling it runs the stock pipeline for
     ``num_particles`` particles per prompt and steers them toward p₀·exp(λ·reward).
     """
-
-    def __init__(self, pipe):
-        self.pipe = pipe
-        self.family: Family = detect_family(pipe)
-
-    # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_pipe(cls, pipe) -> FKSteeringPipeline:
-        """Wrap a loaded pipeline (shares its modules)."""
-        return cls(pipe)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> FKSteeringPipeline:
-        """Load the right pipeline class from a hub id or local folder (as ``DiffusionPipeline`` does)."""
-        from diffusers import DiffusionPipeline
-
-        return cls(DiffusionPipeline.from_pretrained(pretrained_model_name_or_path, **kwargs))
-
-    def to(self, *args, **kwargs) -> FKSteeringPipeline:
-        self.pipe.to(*args, **kwargs)
-        return self
-
-    def __getattr__(self, name):  # components (unet, vae, scheduler, ...) read through
-        if name == "pipe":
-            raise AttributeError(name)
-        return getattr(self.pipe, name)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pipe.device
 
     # ------------------------------------------------------------------ helpers
     def decode(
@@ -555,10 +526,6 @@ class FKSteeringPipeline:
             check_rewards(r.detach(), n, name=_reward_name(reward))
             (g,) = torch.autograd.grad(lmbda * r.sum(), x)
         return g
-
-    @property
-    def _denoiser(self) -> torch.nn.Module:
-        return getattr(self.pipe, "unet", None) or self.pipe.transformer
 
     @staticmethod
     def _guide(sched, out, timestep, sample, grad, scale, steer: FKSteering):

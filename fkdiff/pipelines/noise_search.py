@@ -23,7 +23,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from ..smc import check_rewards
-from .families import Family, detect_family
+from .base import WrappedPipeline
 from .fk_steering import OUTPUT_TYPES, _reward_name, _to_output
 from .intercept import SchedulerProxy, installed_scheduler, is_stochastic, scheduler_x0
 
@@ -86,26 +86,8 @@ class NoiseSearchOutput(BaseOutput):
     restarts: list[int] = field(default_factory=list)  # rounds at which zero-order search restarted
 
 
-class NoiseSearchPipeline:
+class NoiseSearchPipeline(WrappedPipeline):
     """Search over initial noises of a loaded diffusers pipeline (no weights copied)."""
-
-    def __init__(self, pipe):
-        self.pipe = pipe
-        self.family: Family = detect_family(pipe)
-
-    @classmethod
-    def from_pipe(cls, pipe) -> NoiseSearchPipeline:
-        return cls(pipe)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> NoiseSearchPipeline:
-        from diffusers import DiffusionPipeline
-
-        return cls(DiffusionPipeline.from_pretrained(pretrained_model_name_or_path, **kwargs))
-
-    @property
-    def _denoiser(self) -> torch.nn.Module:
-        return getattr(self.pipe, "unet", None) or self.pipe.transformer
 
     # ------------------------------------------------------------------ noise
     def noise_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, ...]:

@@ -49,6 +49,8 @@ class CLIPScore(Reward):
     unclipped (negative when they disagree), so it has gradients everywhere. Range about [−100, 100];
     typical matched pairs score 25–35 with OpenAI ViT-L/14."""
 
+    scale = 100.0
+
     def __init__(self, model, tokenizer, image_size: int, mean=OPENAI_MEAN, std=OPENAI_STD, batch_size: int = 32):
         super().__init__(batch_size)
         self.model, self.tokenizer = model, tokenizer
@@ -64,11 +66,11 @@ class CLIPScore(Reward):
 
     def score(self, images, prompts):
         if prompts is None:
-            raise ValueError("CLIPScore needs prompts (one per image)")
+            raise ValueError(f"{self.name} needs prompts (one per image)")
         dev = next(self.model.parameters()).device
         img = self.model.encode_image(clip_preprocess(images.to(dev), self.image_size, self.mean, self.std))
         txt = self.model.encode_text(self.tokenizer(prompts).to(dev))
-        return 100 * F.cosine_similarity(img.float(), txt.float(), dim=-1)
+        return self.scale * F.cosine_similarity(img.float(), txt.float(), dim=-1)
 
 
 class AestheticHead(torch.nn.Module):
@@ -132,17 +134,13 @@ class AestheticScore(Reward):
         return self.head(F.normalize(emb, dim=-1))
 
 
-class HPSv2(Reward):
+class HPSv2(CLIPScore):
     """HPS v2.1 (Wu et al. 2023): open_clip ViT-H-14 with the HPS checkpoint; score = cos(image, text)
     (about 0.25–0.35 for typical pairs with the real weights)."""
 
     REPO = "xswu/HPSv2"
     FILE = "HPS_v2.1_compressed.pt"
-
-    def __init__(self, model, tokenizer, image_size: int, mean=OPENAI_MEAN, std=OPENAI_STD, batch_size: int = 16):
-        super().__init__(batch_size)
-        self.model, self.tokenizer = model, tokenizer
-        self.image_size, self.mean, self.std = image_size, mean, std
+    scale = 1.0
 
     @classmethod
     def from_pretrained(cls, checkpoint: str = REPO, clip_model: str = "ViT-H-14", device="cpu", **kwargs) -> HPSv2:
@@ -153,11 +151,3 @@ class HPSv2(Reward):
         model, tok, size, mean, std = _load_open_clip(clip_model, None, device)
         model.load_state_dict(state)
         return cls(model, tok, size, mean, std, **kwargs)
-
-    def score(self, images, prompts):
-        if prompts is None:
-            raise ValueError("HPSv2 needs prompts (one per image)")
-        dev = next(self.model.parameters()).device
-        img = self.model.encode_image(clip_preprocess(images.to(dev), self.image_size, self.mean, self.std))
-        txt = self.model.encode_text(self.tokenizer(prompts).to(dev))
-        return F.cosine_similarity(img.float(), txt.float(), dim=-1)
