@@ -265,3 +265,34 @@ def test_cfg_corrector_seeded_and_grouped():
     b = fk(["a cat", "a dog"], generator=torch.Generator().manual_seed(1), **kw)
     assert torch.equal(a.images, b.images) and torch.equal(a.log_weights, b.log_weights)
     assert all(((r.ancestors >= 0) & (r.ancestors < 3)).all() for r in a.trace.records)
+
+
+@pytest.mark.parametrize(
+    "corrector, kwargs",
+    [
+        ("cfg", dict(guidance_scale=4.0)),
+        ("anneal", dict(anneal_beta=2.0, guidance_scale=1.0)),
+        ("product", dict(guidance_scale=1.0)),
+    ],
+)
+def test_correctors_on_sdxl(corrector, kwargs):
+    from fkdiff.testing import tiny_sdxl_pipeline
+
+    pipe = tiny_sdxl_pipeline()
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    if corrector == "product":
+        kwargs = dict(kwargs, second_model=tiny_sdxl_pipeline(seed=1).unet)
+    fk = FKSteeringPipeline.from_pipe(pipe)
+    run = dict(
+        corrector=corrector,
+        num_particles=2,
+        num_inference_steps=3,
+        resample_interval=1,
+        output_type="pt",
+        selection="all",
+        **kwargs,
+    )
+    a = fk(["a cat", "a dog"], generator=torch.Generator().manual_seed(0), **run)
+    b = fk(["a cat", "a dog"], generator=torch.Generator().manual_seed(0), **run)
+    assert a.images.shape == (4, 3, 16, 16) and torch.equal(a.images, b.images)
+    assert torch.isfinite(a.log_weights).all() and a.log_weights.abs().sum() > 0

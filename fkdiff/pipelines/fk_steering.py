@@ -182,9 +182,9 @@ class FKSteeringPipeline(WrappedPipeline):
                 ``"cfg"`` makes CFG sample p(x|c)^w·p(x)^(1−w) (w = ``guidance_scale``; SD/SDXL; uses the
                 conditional and unconditional predictions CFG computes anyway), ``"anneal"`` samples
                 p^β with β = ``anneal_beta`` (the sampler is driven by β·ε̂ from noise N(0, I/β);
-                unconditional pipelines, or SD without CFG), ``"product"`` samples p₁·p₂ (the sampler is
+                unconditional pipelines, or SD/SDXL without CFG), ``"product"`` samples p₁·p₂ (the sampler is
                 driven by ε₁ + ε₂ from noise N(0, I/2)): p₂ is the same SD model under ``second_prompt``
-                (CFG off), or ``second_model``, a denoiser sharing the latent space (unconditional or SD).
+                (CFG off), or ``second_model``, a denoiser sharing the latent space (unconditional, SD, SDXL).
                 Needs DDPMScheduler or DDIM with eta > 0. ``reward`` may then be None (no reward tilt).
             batch_size: number of groups for unconditional pipelines.
         """
@@ -465,8 +465,10 @@ class FKSteeringPipeline(WrappedPipeline):
                 raise ValueError("`corrector='product'` needs exactly one of `second_prompt` and `second_model`")
             if second_prompt is not None and fam.name != "sd":
                 raise ValueError("`second_prompt` needs a Stable Diffusion 1.x/2.x pipeline")
-            if fam.conditional and (fam.name != "sd" or w > 1):
-                raise ValueError("`corrector='product'` multiplies conditional experts: set guidance_scale <= 1")
+            if fam.conditional and (fam.name not in ("sd", "sdxl") or w > 1):
+                raise ValueError(
+                    "`corrector='product'` multiplies conditional experts of SD or SDXL: set guidance_scale <= 1"
+                )
             if second_model is not None:
                 den = self._denoiser
                 for key in ("in_channels", "out_channels", "sample_size"):
@@ -478,9 +480,9 @@ class FKSteeringPipeline(WrappedPipeline):
         else:
             if not (isinstance(anneal_beta, (int, float)) and math.isfinite(anneal_beta) and anneal_beta > 0):
                 raise ValueError(f"`anneal_beta` must be a finite number > 0, got {anneal_beta!r}")
-            if fam.conditional and (fam.name != "sd" or w > 1):
+            if fam.conditional and (fam.name not in ("sd", "sdxl") or w > 1):
                 raise ValueError(
-                    "`corrector='anneal'` anneals a single model: an unconditional pipeline, or SD with "
+                    "`corrector='anneal'` anneals a single model: an unconditional pipeline, or SD/SDXL with "
                     "guidance_scale <= 1 (CFG off)"
                 )
         return w
