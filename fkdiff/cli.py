@@ -57,6 +57,26 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .demo import format_report, run_demo
+
+    folder, report = run_demo(
+        args.digit,
+        num_images=args.images,
+        budget=args.budget,
+        steps=args.steps,
+        lmbda=args.lmbda,
+        seed=args.seed,
+        out_root=args.out,
+    )
+    sys.stdout.write(
+        f"{report['task']}: {args.images} images per method, {args.budget} samples of compute per image\n\n"
+        f"{format_report(report)}\n\nwrote {folder}/grid.png, report.json, reward_vs_nfe.png "
+        f"({report['total_seconds']:.0f} s)\n"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .bench.exact_target import BENCH_REWARDS
     from .smc import POTENTIALS
@@ -64,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fkdiff", description="Inference-time steering of diffusion models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="steer the shipped digits model toward a digit: search vs FK at equal NFE")
+    d.add_argument("--digit", type=int, default=3, choices=range(10), metavar="0-9")
+    d.add_argument("--images", type=int, default=4, help="images per method")
+    d.add_argument("--budget", type=int, default=8, help="samples of compute per image (K particles, N candidates)")
+    d.add_argument("--steps", type=int, default=50, help="denoising steps")
+    d.add_argument("--lmbda", type=float, default=1.0, help="FK tilt λ")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", default="fkdiff-out", help="a new folder is created inside")
+    d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="the exact-target bench: error against particles, as a table")
     b.add_argument("--particles", type=_int_list, default=[1, 4, 16, 64], help="comma-separated K values")

@@ -20,7 +20,7 @@ class ClassifierReward(Reward):
         super().__init__(batch_size)
         if isinstance(target, bool) or not isinstance(target, int) or target < 0:
             raise ValueError(f"`target` must be a class index >= 0, got {target!r}")
-        self.classifier, self.target, self.preprocess = classifier.eval(), target, preprocess
+        self.classifier, self.target, self.preprocess = classifier.eval().requires_grad_(False), target, preprocess
 
     def score(self, images, prompts=None):
         x = self.preprocess(images) if self.preprocess is not None else images
