@@ -104,7 +104,7 @@ def images_to_points(images) -> torch.Tensor:
     t = torch.as_tensor(images)
     if t.dim() == 4 and t.shape[1] != 2 and t.shape[-1] == 2:
         t = t.permute(0, 3, 1, 2)
-    return (t.reshape(-1, 2).to(torch.float64) - 0.5) * 2
+    return images_to_points_t(t.to(torch.float64))
 
 
 class LinearReward:

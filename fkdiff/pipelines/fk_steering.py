@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 
+from ..rewards.base import reward_name
 from ..smc import FKSteering, SteeringTrace, check_rewards
 from ..smc.correctors import anneal_increment, cfg_increment, corrector_kappa, product_increment
 from .base import WrappedPipeline
@@ -76,10 +77,6 @@ def _vp_kappa(sched, i: int, timestep) -> float:
     return corrector_kappa(float(acp[t]), max(a_next, float(acp[t])))
 
 
-def _reward_name(reward) -> str:
-    return getattr(reward, "__name__", None) or type(reward).__name__
-
-
 def _chunks(n: int, size: int | None):
     size = size or n
     for s in range(0, n, size):
@@ -128,7 +125,7 @@ class FKSteeringPipeline(WrappedPipeline):
         outs = []
         for sl in _chunks(n, max_batch_size):
             r = reward(images[sl], None if prompts is None else prompts[sl])
-            outs.append(check_rewards(r, sl.stop - sl.start, name=_reward_name(reward)))
+            outs.append(check_rewards(r, sl.stop - sl.start, name=reward_name(reward)))
         return torch.cat(outs).to(torch.float64)
 
     # ------------------------------------------------------------------ call
@@ -525,7 +522,7 @@ class FKSteeringPipeline(WrappedPipeline):
                 eps = eps_u + self.pipe.guidance_scale * (eps_c - eps_u)
             images = self.decode(predict_x0(sched, eps, timestep, x), decoder, max_batch)
             r = reward(images, prompts)
-            check_rewards(r.detach(), n, name=_reward_name(reward))
+            check_rewards(r.detach(), n, name=reward_name(reward))
             (g,) = torch.autograd.grad(lmbda * r.sum(), x)
         return g
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -193,7 +192,3 @@ def is_stochastic(scheduler, step_kwargs: dict) -> bool:
     if name == "EulerDiscreteScheduler":
         return float(step_kwargs.get("s_churn", 0.0) or 0.0) > 0
     return False
-
-
-def step_signature_params(step) -> set[str]:
-    return set(inspect.signature(step).parameters)

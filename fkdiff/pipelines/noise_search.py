@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from diffusers.utils import BaseOutput
 
+from ..rewards.base import reward_name
 from ..smc import check_rewards
 from .base import WrappedPipeline
-from .fk_steering import OUTPUT_TYPES, _reward_name, _to_output
+from .fk_steering import OUTPUT_TYPES, _to_output
 from .intercept import SchedulerProxy, installed_scheduler, is_stochastic, scheduler_x0
 
 logger = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ class NoiseSearchPipeline(WrappedPipeline):
         n = images.shape[0]
         r = verifier(images, None if prompt is None else [prompt] * n)
         counter["verifier_calls"] += n
-        return check_rewards(r, n, name=_reward_name(verifier)).to(torch.float64).cpu()
+        return check_rewards(r, n, name=reward_name(verifier)).to(torch.float64).cpu()
 
     def _evaluate(self, verifier, prompt, noises, steps, max_batch_size, counter, kw):
         """Scores and images of a batch of noises, generated in chunks of ``max_batch_size``."""

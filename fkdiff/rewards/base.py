@@ -15,7 +15,12 @@ import torch
 
 from ..smc import check_rewards
 
-__all__ = ["Reward", "FunctionReward", "check_images", "resolve_weights_file"]
+__all__ = ["Reward", "FunctionReward", "check_images", "resolve_weights_file", "reward_name"]
+
+
+def reward_name(reward) -> str:
+    """How errors name a reward: its ``name``, a function's ``__name__``, else its class name."""
+    return getattr(reward, "name", None) or getattr(reward, "__name__", None) or type(reward).__name__
 
 
 def check_images(images, name: str = "images") -> torch.Tensor:

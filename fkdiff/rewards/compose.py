@@ -7,18 +7,14 @@ from collections.abc import Sequence
 import torch
 
 from ..smc import check_rewards
-from .base import Reward, check_images
+from .base import Reward, check_images, reward_name
 
 __all__ = ["WeightedSum", "Normalized", "RankEnsemble"]
 
 
-def _name(r) -> str:
-    return getattr(r, "name", None) or getattr(r, "__name__", None) or type(r).__name__
-
-
 def _call(r, images, prompts) -> torch.Tensor:
     out = r(images, prompts)
-    check_rewards(out.detach() if isinstance(out, torch.Tensor) else out, images.shape[0], _name(r))
+    check_rewards(out.detach() if isinstance(out, torch.Tensor) else out, images.shape[0], reward_name(r))
     return out.to(images.device).float()
 
 
@@ -51,7 +47,7 @@ class Normalized(Reward):
 
     @property
     def name(self) -> str:
-        return f"Normalized({_name(self.reward)})"
+        return f"Normalized({reward_name(self.reward)})"
 
     def score(self, images, prompts):
         return (_call(self.reward, images, prompts) - self.mean) / self.std
