@@ -10,6 +10,7 @@ __all__ = [
     "ClassifierReward",
     "FunctionReward",
     "HPSv2",
+    "ImageReward",
     "PickScore",
     "Normalized",
     "RankEnsemble",
@@ -25,6 +26,10 @@ def __getattr__(name):  # open_clip is an optional extra: import it only when as
         from . import clip
 
         return getattr(clip, name)
+    if name == "ImageReward":
+        from .imagereward import ImageReward
+
+        return ImageReward
     if name == "PickScore":
         from .pickscore import PickScore
 

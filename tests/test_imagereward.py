@@ -1,0 +1,143 @@
+"""fkdiff's native ImageReward against the reference package (image-reward 1.5).
+
+How the fixture was made (and how to remake it):
+
+1. A throwaway venv for the reference, which cannot live beside fkdiff (it needs transformers < 5,
+   timm == 0.6.13 and fairscale; see the commands at the top of ``scripts/imagereward_reference.py``:
+   transformers 4.57.6, huggingface-hub < 1, timm 0.6.13, fairscale 0.4.13, accelerate, datasets,
+   diffusers < 0.36 because the package imports them, then ``image-reward==1.5`` without its deps).
+2. ``scripts/imagereward_reference.py`` shims what fails there (an empty ``clip`` module; three helpers
+   med.py imports from their old place in transformers; the bert-base-uncased tokenizer replaced by a
+   BertTokenizer on the small vocabulary in ``tests/imagereward_seeded.py``), builds the reference
+   ``ImageReward`` model as published (ViT-L/16, BERT-base with cross-attention, MLP head), records its
+   {parameter name: shape} list, loads weights drawn from that list and a seed
+   (``imagereward_seeded.seeded_weights``), and scores four seeded 224×224 images (8-bit values, so the
+   reference's PIL path sees exactly the same pixels) with four prompts.
+3. It writes ``tests/fixtures/imagereward_reference.json``: the spec, the seed, the token ids and the
+   scores. Nothing else is committed; no weights.
+
+Here the same weights are regenerated from the spec and seed in the reference's own names, converted by
+fkdiff's key-mapping loader (the one used for the real ``ImageReward.pt``) and scored; they must match
+within 1e-4.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fkdiff.rewards.imagereward import (
+    ImageReward,
+    ImageRewardModel,
+    convert_imagereward_state_dict,
+    imagereward_configs,
+)
+
+from .imagereward_seeded import FIXTURE, MED_CONFIG, PROMPTS, seeded_images, seeded_weights, write_vocab
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return json.loads(FIXTURE.read_text())
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab=str(write_vocab(tmp_path_factory.mktemp("vocab"))))
+
+
+@pytest.fixture(scope="module")
+def reference_state(reference):
+    return seeded_weights(reference["spec"], reference["seed"])
+
+
+@pytest.fixture(scope="module")
+def fk_reward(reference_state, tokenizer):
+    return ImageReward(ImageRewardModel.from_state_dict(reference_state, MED_CONFIG), tokenizer, batch_size=2)
+
+
+def test_tokens_match_the_reference(reference, tokenizer):
+    ids = tokenizer(PROMPTS, padding="max_length", truncation=True, max_length=ImageReward.max_length)["input_ids"]
+    assert ids == reference["input_ids"]
+
+
+def test_scores_match_the_reference_package(reference, fk_reward):
+    assert max(reference["scores"]) - min(reference["scores"]) > 0.1  # the check can tell images apart
+    with torch.no_grad():
+        got = fk_reward(seeded_images(), PROMPTS)
+    want = torch.tensor(reference["scores"])
+    assert got.shape == (len(PROMPTS),)
+    assert torch.allclose(got, want, atol=TOL, rtol=0), (got, want)
+
+
+def test_a_wrong_mapping_is_caught(reference, reference_state, tokenizer):
+    """Negative control: swapping the two LayerNorms of one ViT block moves the scores far beyond 1e-4."""
+    state = dict(reference_state)
+    a, b = "blip.visual_encoder.blocks.3.norm1.weight", "blip.visual_encoder.blocks.3.norm2.weight"
+    state[a], state[b] = state[b], state[a]
+    model = ImageRewardModel.from_state_dict(state, MED_CONFIG)
+    with torch.no_grad():
+        got = ImageReward(model, tokenizer)(seeded_images(), PROMPTS)
+    assert (got - torch.tensor(reference["scores"])).abs().max() > 10 * TOL
+
+
+def test_from_pretrained_local_folder_pt_and_safetensors(reference_state, tokenizer, tmp_path, reference):
+    from safetensors.torch import save_file
+
+    small = {"num_hidden_layers": 1, "vocab_size": 64}
+    med = {**MED_CONFIG, **small}
+    vis = imagereward_configs(med)[0]
+    state = {k: v for k, v in reference_state.items() if ".blocks." not in k or ".blocks.0." in k}
+    state = {k: v for k, v in state.items() if ".layer." not in k or ".layer.0." in k}
+    state["blip.text_encoder.embeddings.word_embeddings.weight"] = state[
+        "blip.text_encoder.embeddings.word_embeddings.weight"
+    ][:64]
+    (tmp_path / "med_config.json").write_text(json.dumps(med))
+    torch.save(state, tmp_path / "ImageReward.pt")
+    assert vis.num_hidden_layers == 24
+    # the full ViT-L is built from the config; a 1-block checkpoint must be refused (strict loading)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        ImageReward.from_pretrained(str(tmp_path), tokenizer=tokenizer)
+
+    full = dict(reference_state)
+    full["blip.text_encoder.embeddings.word_embeddings.weight"] = full[
+        "blip.text_encoder.embeddings.word_embeddings.weight"
+    ][:64]
+    full = {k: v for k, v in full.items() if not (".layer." in k and ".layer.0." not in k)}
+    torch.save(full, tmp_path / "ImageReward.pt")
+    a = ImageReward.from_pretrained(str(tmp_path), tokenizer=tokenizer)
+    save_file({k: v.contiguous() for k, v in full.items()}, str(tmp_path / "ir.safetensors"))
+    b = ImageReward.from_pretrained(str(tmp_path / "ir.safetensors"), tokenizer=tokenizer)
+    x = seeded_images(2, size=96)  # also exercises the resize to 224
+    with torch.no_grad():
+        sa, sb = a(x, PROMPTS[:2]), b(x, PROMPTS[:2])
+    assert torch.equal(sa, sb) and torch.isfinite(sa).all()
+
+
+def test_position_ids_survive_the_fast_init(fk_reward):
+    ids = fk_reward.model.text.embeddings.position_ids
+    assert torch.equal(ids.flatten()[:40], torch.arange(40))
+
+
+def test_gradients_reach_the_images_and_prompts_are_required(fk_reward):
+    x = seeded_images(1, size=64).requires_grad_(True)
+    fk_reward(x, PROMPTS[:1]).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="prompts"):
+        fk_reward(x.detach(), None)
+
+
+def test_not_an_imagereward_checkpoint_and_offline_errors(tmp_path):
+    with pytest.raises(ValueError, match="unexpected parameters"):
+        convert_imagereward_state_dict({"model.visual.proj": torch.zeros(1)})
+    with pytest.raises(FileNotFoundError, match=r"ImageReward\.pt.*THUDM/ImageReward|THUDM/ImageReward.*local"):
+        ImageReward.from_pretrained("THUDM/ImageReward")
+    (tmp_path / "ImageReward.pt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="med_config"):
+        ImageReward.from_pretrained(str(tmp_path / "ImageReward.pt"))
