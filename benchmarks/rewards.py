@@ -3,8 +3,8 @@
 Run:  python benchmarks/rewards.py [--repeats 3] [--size 512]
 
 Rewards measured: CLIP score (open_clip ViT-L-14), LAION aesthetic (ViT-L-14 + MLP head), a classifier
-reward (torchvision ResNet-50), HPSv2 (open_clip ViT-H-14) and PickScore (transformers CLIP ViT-H/14).
-ImageReward is not implemented yet.
+reward (torchvision ResNet-50), ImageReward (BLIP ViT-L/16 + BERT-base), HPSv2 (open_clip ViT-H-14) and
+PickScore (transformers CLIP ViT-H/14).
 """
 
 import argparse
@@ -58,6 +58,12 @@ def main():
     for name, reward in rows:
         print(f"  {name:<28} {rate(reward, images, prompts, args.repeats):8.2f}", flush=True)
     del rows, model
+    from fkdiff.rewards.imagereward import ImageReward, ImageRewardModel, imagereward_configs
+    from fkdiff.testing import build_bert_tokenizer
+
+    ir = ImageReward(ImageRewardModel(*imagereward_configs()), build_bert_tokenizer(), batch_size=8)
+    print(f"  {'ImageReward BLIP ViT-L/16':<28} {rate(ir, images, prompts, args.repeats):8.2f}", flush=True)
+    del ir
     big, _, _ = open_clip.create_model_and_transforms("ViT-H-14", pretrained=None)
     hps = HPSv2(big.eval(), open_clip.get_tokenizer("ViT-H-14"), 224, batch_size=8)
     print(f"  {'HPSv2 ViT-H-14':<28} {rate(hps, images, prompts, args.repeats):8.2f}", flush=True)

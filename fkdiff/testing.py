@@ -53,6 +53,64 @@ def build_clip_tokenizer(directory: str | Path | None = None):
     return CLIPTokenizer.from_pretrained(directory)
 
 
+def build_bert_tokenizer(directory: str | Path | None = None):
+    """A lower-case WordPiece ``BertTokenizer`` over letters and digits (no download), saved in ``directory``."""
+    from transformers import BertTokenizer
+
+    directory = Path(directory or tempfile.mkdtemp(prefix="fkdiff-bert-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizer(vocab=str(directory / "vocab.txt"))
+    tok.save_pretrained(directory)
+    return tok
+
+
+def tiny_imagereward_checkpoint(directory: str | Path, seed: int = 0) -> Path:
+    """``ImageReward.pt`` (reference parameter names) + ``med_config.json`` of a tiny random ImageReward in
+    ``directory``, plus a BERT tokenizer in ``directory/tokenizer``; load with ``ImageReward.from_pretrained``."""
+    from .rewards.imagereward import ImageRewardModel, imagereward_configs
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    build_bert_tokenizer(directory / "tokenizer")
+    med = dict(
+        vocab_size=80,
+        hidden_size=768,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+    )
+    _seed(seed)
+    model = ImageRewardModel(*imagereward_configs(med))
+    inverse = {"encoder.layers.": "blocks.", "layer_norm1": "norm1", "layer_norm2": "norm2", "self_attn.": "attn."}
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("head."):
+            index = {"0": "0", "1": "2", "2": "4", "3": "6", "4": "7"}[key.split(".")[1]]
+            state[f"mlp.layers.{index}.{key.split('.')[2]}"] = value
+        elif key.startswith("text."):
+            state["blip.text_encoder." + key[5:]] = value
+        else:
+            name = key[len("vision.") :]
+            name = {
+                "embeddings.class_embedding": "cls_token",
+                "embeddings.position_embedding": "pos_embed",
+                "embeddings.patch_embedding.weight": "patch_embed.proj.weight",
+                "embeddings.patch_embedding.bias": "patch_embed.proj.bias",
+                "post_layernorm.weight": "norm.weight",
+                "post_layernorm.bias": "norm.bias",
+            }.get(name, name)
+            for a, b in inverse.items():
+                name = name.replace(a, b)
+            state["blip.visual_encoder." + name.replace("attn.projection", "attn.proj")] = value
+    torch.save(state, directory / "ImageReward.pt")
+    (directory / "med_config.json").write_text(json.dumps(med))
+    return directory
+
+
 def _seed(seed: int):
     torch.manual_seed(seed)
 

@@ -32,7 +32,6 @@ from fkdiff.rewards.imagereward import (
     ImageReward,
     ImageRewardModel,
     convert_imagereward_state_dict,
-    imagereward_configs,
 )
 
 from .imagereward_seeded import FIXTURE, MED_CONFIG, PROMPTS, seeded_images, seeded_weights, write_vocab
@@ -87,37 +86,26 @@ def test_a_wrong_mapping_is_caught(reference, reference_state, tokenizer):
     assert (got - torch.tensor(reference["scores"])).abs().max() > 10 * TOL
 
 
-def test_from_pretrained_local_folder_pt_and_safetensors(reference_state, tokenizer, tmp_path, reference):
+def test_from_pretrained_local_folder_pt_and_safetensors(tmp_path):
     from safetensors.torch import save_file
 
-    small = {"num_hidden_layers": 1, "vocab_size": 64}
-    med = {**MED_CONFIG, **small}
-    vis = imagereward_configs(med)[0]
-    state = {k: v for k, v in reference_state.items() if ".blocks." not in k or ".blocks.0." in k}
-    state = {k: v for k, v in state.items() if ".layer." not in k or ".layer.0." in k}
-    state["blip.text_encoder.embeddings.word_embeddings.weight"] = state[
-        "blip.text_encoder.embeddings.word_embeddings.weight"
-    ][:64]
-    (tmp_path / "med_config.json").write_text(json.dumps(med))
-    torch.save(state, tmp_path / "ImageReward.pt")
-    assert vis.num_hidden_layers == 24
-    # the full ViT-L is built from the config; a 1-block checkpoint must be refused (strict loading)
-    with pytest.raises(RuntimeError, match="Missing key"):
-        ImageReward.from_pretrained(str(tmp_path), tokenizer=tokenizer)
+    from fkdiff.testing import tiny_imagereward_checkpoint
 
-    full = dict(reference_state)
-    full["blip.text_encoder.embeddings.word_embeddings.weight"] = full[
-        "blip.text_encoder.embeddings.word_embeddings.weight"
-    ][:64]
-    full = {k: v for k, v in full.items() if not (".layer." in k and ".layer.0." not in k)}
-    torch.save(full, tmp_path / "ImageReward.pt")
-    a = ImageReward.from_pretrained(str(tmp_path), tokenizer=tokenizer)
-    save_file({k: v.contiguous() for k, v in full.items()}, str(tmp_path / "ir.safetensors"))
-    b = ImageReward.from_pretrained(str(tmp_path / "ir.safetensors"), tokenizer=tokenizer)
-    x = seeded_images(2, size=96)  # also exercises the resize to 224
+    folder = tiny_imagereward_checkpoint(tmp_path / "ir")
+    a = ImageReward.from_pretrained(str(folder), tokenizer=str(folder / "tokenizer"))  # folder, tokenizer path
+    state = torch.load(folder / "ImageReward.pt", weights_only=True)
+    save_file(state, str(folder / "ir.safetensors"))
+    b = ImageReward.from_pretrained(str(folder / "ir.safetensors"), tokenizer=a.tokenizer)  # file, med_config beside
+    x = seeded_images(3, size=96)  # also exercises the resize to 224
     with torch.no_grad():
-        sa, sb = a(x, PROMPTS[:2]), b(x, PROMPTS[:2])
-    assert torch.equal(sa, sb) and torch.isfinite(sa).all()
+        sa, sb = a(x, PROMPTS[:3]), b(x, PROMPTS[:3])
+    assert sa.shape == (3,) and torch.isfinite(sa).all() and torch.equal(sa, sb)
+    assert sa.std() > 0  # different images, different scores
+
+    del state["blip.text_encoder.encoder.layer.0.crossattention.self.key.weight"]  # a truncated checkpoint
+    torch.save(state, folder / "ImageReward.pt")
+    with pytest.raises(RuntimeError, match="Missing key"):
+        ImageReward.from_pretrained(str(folder), tokenizer=a.tokenizer)
 
 
 def test_position_ids_survive_the_fast_init(fk_reward):

@@ -54,8 +54,9 @@ def imagereward_configs(med_config: dict | None = None, *, vision: dict | None =
         hidden_act="gelu",
         attention_dropout=0.0,
     )
-    vis.update(vision or {})
     med = dict(med_config or {})
+    vis.update(med.get("vision_config", {}))  # not in the published file: fkdiff's tiny test checkpoints
+    vis.update(vision or {})
     text = BlipTextConfig(
         vocab_size=med.get("vocab_size", 30524),
         hidden_size=med.get("hidden_size", 768),
@@ -66,6 +67,9 @@ def imagereward_configs(med_config: dict | None = None, *, vision: dict | None =
         layer_norm_eps=med.get("layer_norm_eps", 1e-12),
         hidden_act=med.get("hidden_act", "gelu"),
         pad_token_id=med.get("pad_token_id", 0),
+        bos_token_id=None,  # generation ids of BLIP's decoder; unused by the encoder
+        eos_token_id=None,
+        sep_token_id=None,
         encoder_hidden_size=vis["hidden_size"],
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
