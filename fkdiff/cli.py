@@ -77,8 +77,47 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _source(text: str) -> tuple[str, str]:
+    name, sep, source = text.partition("=")
+    if not sep or not name.strip() or not source.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH_OR_ID, got {text!r}")
+    return name.strip().lower(), source.strip()
+
+
+def cmd_generate(args) -> int:
+    from .generate import read_prompts, run_generate
+
+    folder, report = run_generate(
+        model=args.model,
+        prompts=read_prompts(args.prompt, args.prompts_file),
+        method=args.method,
+        particles=args.particles,
+        rewards=args.reward,
+        reward_sources=dict(args.reward_source or []),
+        steps=args.steps,
+        guidance=args.guidance,
+        lmbda=args.lmbda,
+        num_images=args.num_images,
+        height=args.height,
+        width=args.width,
+        scheduler=args.scheduler,
+        seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
+        out_root=args.out,
+    )
+    lines = [f"{report['method']} on {report['model']} ({report['family']}), NFE per image {report['nfe_per_image']:g}"]
+    for img in report["images"]:
+        score = "" if img["reward"] is None else f"  reward {img['reward']:.4g}"
+        lines.append(f"  {img['file']}{score}  {img['prompt'] or ''}")
+    lines.append(f"wrote {folder}/grid.png, report.json ({report['timings']['total_seconds']:.0f} s)")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .bench.exact_target import BENCH_REWARDS
+    from .generate import METHODS, REWARDS
     from .smc import POTENTIALS
 
     parser = argparse.ArgumentParser(prog="fkdiff", description="Inference-time steering of diffusion models.")
@@ -94,6 +133,32 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", default="fkdiff-out", help="a new folder is created inside")
     d.set_defaults(func=cmd_demo)
+
+    g = sub.add_parser(
+        "generate",
+        help="plain sampling, FK steering or best-of-N search on a diffusers model",
+        description="Generate with a diffusers pipeline (SD 1.x/2.x, SDXL, SD3, FLUX, unconditional) or the "
+        "shipped digits model. Rewards: " + ", ".join(REWARDS) + ". Several --reward flags are summed with weights.",
+    )
+    g.add_argument("--model", default="digits", help="hub id or local pipeline folder; 'digits' = the shipped model")
+    g.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
+    g.add_argument("--prompts-file", default=None, help="a text file, one prompt per line")
+    g.add_argument("--method", choices=METHODS, default="fk")
+    g.add_argument("--particles", type=int, default=4, help="FK particles K per prompt, or search candidates N")
+    g.add_argument("--reward", action="append", metavar="NAME[:WEIGHT]", help="a reward (repeat to combine)")
+    g.add_argument("--reward-source", action="append", type=_source, metavar="NAME=PATH_OR_ID", help="weights")
+    g.add_argument("--steps", type=int, default=50, help="denoising steps")
+    g.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the pipeline's)")
+    g.add_argument("--lmbda", type=float, default=10.0, help="FK tilt λ of p0·exp(λ·r)")
+    g.add_argument("--num-images", type=int, default=4, help="images for unconditional models")
+    g.add_argument("--height", type=int, default=None)
+    g.add_argument("--width", type=int, default=None)
+    g.add_argument("--scheduler", default="auto", choices=("auto", "keep", "ddim", "ddpm", "euler-ancestral"))
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    g.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    g.add_argument("--out", default="fkdiff-out", help="a new folder is created inside")
+    g.set_defaults(func=cmd_generate)
 
     b = sub.add_parser("bench", help="the exact-target bench: error against particles, as a table")
     b.add_argument("--particles", type=_int_list, default=[1, 4, 16, 64], help="comma-separated K values")
@@ -116,7 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if getattr(args, "groups", 1) < 1 or getattr(args, "steps", 1) < 1:
         raise SystemExit("fkdiff: error: --groups and --steps must be >= 1")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:  # bad input or missing weights: a one-line message, exit 2
+        if args.verbose:
+            raise
+        sys.stderr.write(f"fkdiff {args.command}: error: {e}\n")
+        return 2
 
 
 if __name__ == "__main__":

@@ -176,7 +176,7 @@ class ImageReward(Reward):
     def from_pretrained(
         cls,
         checkpoint: str = REPO,
-        tokenizer=TOKENIZER,
+        tokenizer=None,
         med_config: str | None = None,
         device="cpu",
         dtype: torch.dtype = torch.float32,
@@ -184,7 +184,8 @@ class ImageReward(Reward):
     ) -> ImageReward:
         """``checkpoint``: hub repo with ``ImageReward.pt``, a folder holding it, or the file (``.pt`` or
         ``.safetensors``). ``med_config``: path to ``med_config.json`` (default: next to the checkpoint / in the
-        repo). ``tokenizer``: hub id or folder of BERT-base-uncased, or a tokenizer object."""
+        repo). ``tokenizer``: hub id or folder of BERT-base-uncased, or a tokenizer object (default: a
+        ``tokenizer/`` folder beside a local checkpoint if there is one, else google-bert/bert-base-uncased)."""
         path = resolve_weights_file(checkpoint, cls.FILE, what="ImageReward checkpoint")
         if med_config is None:  # beside a local checkpoint, else from the same hub repo
             local = Path(checkpoint)
@@ -198,6 +199,8 @@ class ImageReward(Reward):
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
         model = ImageRewardModel.from_state_dict(state, config)
+        if tokenizer is None:
+            tokenizer = path.parent / "tokenizer" if (path.parent / "tokenizer").is_dir() else cls.TOKENIZER
         return cls(model.to(device=device, dtype=dtype), _load_tokenizer(tokenizer), **kwargs)
 
     def score(self, images, prompts):
