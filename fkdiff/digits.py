@@ -18,7 +18,7 @@ __all__ = [
     "digit_reward",
 ]
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parent / "assets"  # package data (the repo-root assets/ links here)
 
 
 class DigitClassifier(torch.nn.Module):

@@ -67,3 +67,18 @@ def test_cli_rejects_bad_lists(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--potentials", "bogus"])
     assert "diff" in capsys.readouterr().err
+
+
+def test_demo_assets_are_package_data():
+    """The shipped model lives inside the package (so a non-editable install has it) and is declared."""
+    import tomllib
+    from pathlib import Path
+
+    import fkdiff
+    from fkdiff.digits import ASSETS
+
+    assert ASSETS.parent == Path(fkdiff.__file__).parent
+    root = Path(fkdiff.__file__).parent.parent
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["fkdiff"]
+    shipped = [p.relative_to(ASSETS.parent).as_posix() for p in ASSETS.rglob("*") if p.is_file()]
+    assert shipped and all(any(Path(f).match(pat) for pat in data) for f in shipped), shipped
