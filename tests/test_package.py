@@ -71,8 +71,9 @@ def test_cli_rejects_bad_lists(capsys):
 
 def test_demo_assets_are_package_data():
     """The shipped model lives inside the package (so a non-editable install has it) and is declared."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     import fkdiff
     from fkdiff.digits import ASSETS
