@@ -173,7 +173,7 @@ class FKSteering:
         self.trace = SteeringTrace()
         self.finished = False
         n_updates = len(self.update_steps)
-        if potential in ("max", "sum", "rt") and n_updates > _FREQUENT_UPDATES:
+        if potential in ("max", "sum", "rt") and n_updates > _FREQUENT_UPDATES and lmbda != 0:
             logger.warning(
                 "potential=%r with %d weight updates: `max`/`sum`/`rt` tilt the intermediate targets at every "
                 "update and the final correction cannot recover them; use potential='diff' or update less often.",
