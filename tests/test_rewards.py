@@ -189,6 +189,9 @@ def test_pickscore_from_local_folders(tmp_path):
     torch.testing.assert_close(r(x.flip(0), ["a tree", "a dog", "a cat"]), s.flip(0), rtol=1e-4, atol=1e-4)
     s.sum().backward()
     assert x.grad.abs().sum() > 0
+    build_clip_tokenizer(tmp_path / "m")  # a tokenizer inside the model folder is used by default
+    same = PickScore.from_pretrained(str(tmp_path / "m"), batch_size=2)
+    torch.testing.assert_close(same(x.detach(), ["a cat", "a dog", "a tree"]), s.detach())
 
 
 def test_hpsv2_from_local_checkpoint(tiny_clip, tmp_path):

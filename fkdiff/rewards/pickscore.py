@@ -28,10 +28,15 @@ class PickScore(Reward):
         self.image_size, self.mean, self.std = image_size, mean, std
 
     @classmethod
-    def from_pretrained(cls, model: str = MODEL, processor: str = PROCESSOR, device="cpu", **kwargs) -> PickScore:
-        """Hub ids or local folders (``save_pretrained`` output) for the CLIPModel and its tokenizer/processor."""
+    def from_pretrained(cls, model: str = MODEL, processor: str | None = None, device="cpu", **kwargs) -> PickScore:
+        """Hub ids or local folders (``save_pretrained`` output) for the CLIPModel and its tokenizer/processor
+        (default: the model folder when it holds a tokenizer, else the CLIP-H processor PickScore uses)."""
+        from pathlib import Path
+
         from transformers import AutoTokenizer, CLIPModel
 
+        if processor is None:
+            processor = model if (Path(model) / "tokenizer_config.json").is_file() else cls.PROCESSOR
         clip = CLIPModel.from_pretrained(model).to(device)
         tok = AutoTokenizer.from_pretrained(processor)
         size = clip.config.vision_config.image_size
