@@ -15,7 +15,7 @@ import torch
 from .digits import ASSETS, load_classifier, load_demo_pipeline
 from .rewards import ClassifierReward
 
-__all__ = ["run_demo", "new_output_folder"]
+__all__ = ["run_demo", "new_output_folder", "DEMO_REPORT_SCHEMA"]
 
 logger = logging.getLogger(__name__)
 
@@ -218,3 +218,58 @@ def format_report(report: dict) -> str:
             f"{m['eval_confidence']:>11.3f}{m['seconds']:>9.2f}"
         )
     return "\n".join(lines)
+
+
+_METHOD = {
+    "type": "object",
+    "required": ["nfe_per_image", "seconds", "reward_mean", "eval_accuracy", "eval_confidence"],
+    "additionalProperties": False,
+    "properties": {
+        "nfe_per_image": {"type": "integer", "minimum": 1},
+        "seconds": {"type": "number", "minimum": 0},
+        "reward_mean": {"type": "number", "maximum": 0},  # a log-probability
+        "eval_accuracy": {"type": "number", "minimum": 0, "maximum": 1},
+        "eval_confidence": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+}
+DEMO_REPORT_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "fkdiff demo report",
+    "type": "object",
+    "required": ["task", "settings", "methods", "reward_vs_nfe", "total_seconds", "environment", "files"],
+    "properties": {
+        "task": {"type": "string"},
+        "settings": {
+            "type": "object",
+            "required": ["digit", "num_images", "budget", "steps", "lmbda", "seed"],
+            "properties": {
+                "digit": {"type": "integer", "minimum": 0, "maximum": 9},
+                "num_images": {"type": "integer", "minimum": 1},
+                "budget": {"type": "integer", "minimum": 1},
+                "steps": {"type": "integer", "minimum": 1},
+                "lmbda": {"type": "number"},
+                "seed": {"type": "integer"},
+            },
+        },
+        "methods": {
+            "type": "object",
+            "required": ["plain", "best-of-N", "FK steering"],
+            "additionalProperties": _METHOD,
+        },
+        "reward_vs_nfe": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["nfe", "reward_mean"],
+                    "properties": {"nfe": {"type": "integer", "minimum": 1}, "reward_mean": {"type": "number"}},
+                },
+            },
+        },
+        "total_seconds": {"type": "number", "minimum": 0},
+        "environment": {"type": "object"},
+        "files": {"type": "array", "items": {"enum": ["grid.png", "report.json", "reward_vs_nfe.png"]}},
+    },
+}

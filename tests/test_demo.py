@@ -30,6 +30,14 @@ def test_demo_writes_a_new_folder_with_a_valid_report(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["grid.png", "report.json", "reward_vs_nfe.png"]
     on_disk = json.loads((folder / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
+    jsonschema = pytest.importorskip("jsonschema")
+    from fkdiff.demo import DEMO_REPORT_SCHEMA
+
+    jsonschema.validate(on_disk, DEMO_REPORT_SCHEMA)
+    broken = json.loads(json.dumps(on_disk))
+    broken["methods"]["plain"]["eval_accuracy"] = 1.5  # the schema can fail
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, DEMO_REPORT_SCHEMA)
     assert set(on_disk) >= {"task", "settings", "methods", "reward_vs_nfe", "total_seconds", "environment", "files"}
     assert set(on_disk["methods"]) == {"plain", "best-of-N", "zero-order", "FK steering"}
     for m in on_disk["methods"].values():

@@ -41,6 +41,9 @@ def test_generate_on_the_shipped_model(method, nfe, tmp_path, capsys):
     else:
         assert all(img["reward"] == img["rewards"]["digit-3"] <= 0 for img in report["images"])
     assert "grid.png" in capsys.readouterr().out
+    broken = {**report, "images": [{**report["images"][0], "file": "../escape.png"}]}
+    with pytest.raises(jsonschema.ValidationError):  # the schema can fail
+        jsonschema.validate(broken, REPORT_SCHEMA)
     # same seed, same images and rewards, in a new folder
     folder2, report2 = _run(args, tmp_path)
     assert folder2 != folder
