@@ -137,10 +137,12 @@ def test_generate_sd_search_and_plain(tiny_sd_folder, tiny_reward_sources, tmp_p
         (["--prompt", "a cat", "--reward", "digit-1"], "unconditional: it takes no prompts"),
         (["--reward", "digit-1", "--reward-source", "clip=x"], "not among the rewards"),
         (["--prompts-file", "/no/such/file", "--reward", "digit-1"], "no such file"),
+        (["--reward", "imagereward"], "huggingface-cli download THUDM/ImageReward ImageReward.pt"),
+        (["--reward", "aesthetic"], "pass the local file or its folder"),
     ],
 )
 def test_helpful_errors(args, message, tmp_path, capsys):
-    if any(a.startswith("digit") for a in args) and not (ASSETS / "digits-ddpm").is_dir():
+    if "--model" not in args and not (ASSETS / "digits-ddpm").is_dir():
         pytest.skip("demo assets not built")
     assert main(["generate", *args, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
