@@ -167,7 +167,7 @@ def load_pipeline(model: str, dtype: torch.dtype = torch.float32):
     if model == DIGITS_MODEL:
         from .digits import load_demo_pipeline
 
-        pipe = load_demo_pipeline()
+        pipe = load_demo_pipeline().to(dtype=dtype)
     else:
         try:
             pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype)

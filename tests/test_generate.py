@@ -122,6 +122,11 @@ def test_generate_sd_search_and_plain(tiny_sd_folder, tiny_reward_sources, tmp_p
     assert search["nfe"] == 3 * 3 * 2 and search["settings"]["scheduler"] == "DDIMScheduler"
     _, plain = _run([*common, "--method", "plain"], tmp_path)
     assert plain["nfe"] == 3 * 2 and plain["images"][0]["reward"] is None
+    _, bf16 = _run(
+        [*common, "--method", "fk", "--particles", "2", "--dtype", "bfloat16", "--reward", "imagereward", *src],
+        tmp_path,
+    )
+    assert bf16["settings"]["dtype"] == "bfloat16" and isinstance(bf16["images"][0]["reward"], float)
 
 
 @pytest.mark.parametrize(

@@ -129,3 +129,16 @@ def test_not_an_imagereward_checkpoint_and_offline_errors(tmp_path):
     (tmp_path / "ImageReward.pt").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="med_config"):
         ImageReward.from_pretrained(str(tmp_path / "ImageReward.pt"))
+
+
+def test_bfloat16_model_takes_float32_images(tmp_path):
+    from fkdiff.testing import tiny_imagereward_checkpoint
+
+    folder = tiny_imagereward_checkpoint(tmp_path / "ir")
+    ref = ImageReward.from_pretrained(str(folder))
+    half = ImageReward.from_pretrained(str(folder), dtype=torch.bfloat16)
+    x = seeded_images(2, size=64)
+    with torch.no_grad():
+        want, got = ref(x, PROMPTS[:2]), half(x, PROMPTS[:2])
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=0.05, atol=0.05)

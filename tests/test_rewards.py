@@ -204,3 +204,23 @@ def test_hpsv2_from_local_checkpoint(tiny_clip, tmp_path):
     torch.testing.assert_close(r(x, ["a", "b"]), ref, rtol=1e-4, atol=1e-4)
     with pytest.raises(FileNotFoundError, match="HPS_v2.1_compressed.pt"):
         HPSv2.from_pretrained("offline/repo", clip_model=TINY)
+
+
+def test_rewards_accept_other_dtypes(tiny_clip):
+    """fp32 images into a bf16 reward model and bf16 images into an fp32 one: finite float32 scores close to
+    the fp32 ones (bf16 keeps ~3 significant digits)."""
+    import copy
+
+    from fkdiff.rewards import CLIPScore
+
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 40 * 48, 4))
+    tok = open_clip.get_tokenizer(TINY)
+    for model, make in ((clf, lambda m: ClassifierReward(m, target=1)), (tiny_clip, lambda m: CLIPScore(m, tok, 32))):
+        ref = make(copy.deepcopy(model))
+        half = make(copy.deepcopy(model).to(torch.bfloat16))
+        x = images(3)
+        prompts = ["a", "b", "c"]
+        want = ref(x, prompts)
+        for got in (half(x, prompts), ref(x.to(torch.bfloat16), prompts)):
+            assert got.dtype == torch.float32 and torch.isfinite(got).all()
+            torch.testing.assert_close(got, want, rtol=0.05, atol=0.05 * want.abs().max().item())

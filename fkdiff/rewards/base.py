@@ -15,12 +15,18 @@ import torch
 
 from ..smc import check_rewards
 
-__all__ = ["Reward", "FunctionReward", "check_images", "resolve_weights_file", "reward_name"]
+__all__ = ["Reward", "FunctionReward", "check_images", "resolve_weights_file", "reward_name", "to_module"]
 
 
 def reward_name(reward) -> str:
     """How errors name a reward: its ``name``, a function's ``__name__``, else its class name."""
     return getattr(reward, "name", None) or getattr(reward, "__name__", None) or type(reward).__name__
+
+
+def to_module(x: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
+    """``x`` on the device and in the floating dtype of ``module``'s parameters (fp16/bf16 models take fp32 images)."""
+    p = next(module.parameters(), None)
+    return x if p is None else x.to(device=p.device, dtype=p.dtype)
 
 
 def check_images(images, name: str = "images") -> torch.Tensor:

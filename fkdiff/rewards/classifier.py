@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from .base import Reward
+from .base import Reward, to_module
 
 __all__ = ["ClassifierReward"]
 
@@ -24,7 +24,7 @@ class ClassifierReward(Reward):
 
     def score(self, images, prompts=None):
         x = self.preprocess(images) if self.preprocess is not None else images
-        logits = self.classifier(x)
+        logits = self.classifier(to_module(x, self.classifier))
         if logits.dim() != 2 or not (0 <= self.target < logits.shape[1]):
             raise ValueError(f"ClassifierReward: logits of shape {tuple(logits.shape)} have no class {self.target}")
         return torch.log_softmax(logits.float(), dim=-1)[:, self.target]

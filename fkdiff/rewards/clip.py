@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Reward, resolve_weights_file
+from .base import Reward, resolve_weights_file, to_module
 
 __all__ = ["CLIPScore", "AestheticScore", "HPSv2", "clip_preprocess", "AestheticHead"]
 
@@ -68,7 +68,9 @@ class CLIPScore(Reward):
         if prompts is None:
             raise ValueError(f"{self.name} needs prompts (one per image)")
         dev = next(self.model.parameters()).device
-        img = self.model.encode_image(clip_preprocess(images.to(dev), self.image_size, self.mean, self.std))
+        img = self.model.encode_image(
+            to_module(clip_preprocess(images.to(dev), self.image_size, self.mean, self.std), self.model)
+        )
         txt = self.model.encode_text(self.tokenizer(prompts).to(dev))
         return self.scale * F.cosine_similarity(img.float(), txt.float(), dim=-1)
 
@@ -130,8 +132,9 @@ class AestheticScore(Reward):
 
     def score(self, images, prompts=None):
         dev = next(self.model.parameters()).device
-        emb = self.model.encode_image(clip_preprocess(images.to(dev), self.image_size, self.mean, self.std)).float()
-        return self.head(F.normalize(emb, dim=-1))
+        pixels = to_module(clip_preprocess(images.to(dev), self.image_size, self.mean, self.std), self.model)
+        emb = F.normalize(self.model.encode_image(pixels).float(), dim=-1)
+        return self.head(to_module(emb, self.head)).float()
 
 
 class HPSv2(CLIPScore):

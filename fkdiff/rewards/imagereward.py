@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Reward, resolve_weights_file
+from .base import Reward, resolve_weights_file, to_module
 from .clip import OPENAI_MEAN, OPENAI_STD, clip_preprocess
 
 __all__ = ["ImageReward", "ImageRewardModel", "convert_imagereward_state_dict", "imagereward_configs"]
@@ -118,7 +118,7 @@ class ImageRewardModel(torch.nn.Module):
             is_decoder=False,
             return_dict=True,
         )
-        raw = self.head(out.last_hidden_state[:, 0, :].float()).squeeze(-1)
+        raw = self.head(out.last_hidden_state[:, 0, :]).float().squeeze(-1)
         return (raw - SCORE_MEAN) / SCORE_STD
 
 
@@ -207,7 +207,9 @@ class ImageReward(Reward):
         if prompts is None:
             raise ValueError("ImageReward needs prompts (one per image)")
         param = next(self.model.parameters())
-        pixels = clip_preprocess(images.to(param.device), self.image_size, OPENAI_MEAN, OPENAI_STD).to(param.dtype)
+        pixels = to_module(
+            clip_preprocess(images.to(param.device), self.image_size, OPENAI_MEAN, OPENAI_STD), self.model
+        )
         tokens = self.tokenizer(
             list(prompts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
         )

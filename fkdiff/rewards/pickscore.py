@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Reward
+from .base import Reward, to_module
 from .clip import OPENAI_MEAN, OPENAI_STD, clip_preprocess
 
 __all__ = ["PickScore"]
@@ -46,7 +46,7 @@ class PickScore(Reward):
         if prompts is None:
             raise ValueError("PickScore needs prompts (one per image)")
         dev = next(self.model.parameters()).device
-        pixels = clip_preprocess(images.to(dev), self.image_size, self.mean, self.std)
+        pixels = to_module(clip_preprocess(images.to(dev), self.image_size, self.mean, self.std), self.model)
         img = _features(self.model.get_image_features(pixel_values=pixels))
         tokens = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
         txt = _features(
