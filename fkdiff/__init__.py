@@ -15,6 +15,22 @@ _LAZY = {
     "LatentRGBDecoder": "fkdiff.pipelines",
     "NoiseSearchPipeline": "fkdiff.pipelines",
     "NoiseSearchOutput": "fkdiff.pipelines",
+    **{
+        name: "fkdiff.rewards"
+        for name in (
+            "Reward",
+            "FunctionReward",
+            "CLIPScore",
+            "AestheticScore",
+            "ImageReward",
+            "PickScore",
+            "HPSv2",
+            "ClassifierReward",
+            "WeightedSum",
+            "Normalized",
+            "RankEnsemble",
+        )
+    },
 }
 
 __all__ = ["FKSteering", "resample", "smc", "__version__", *_LAZY]

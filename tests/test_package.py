@@ -83,3 +83,11 @@ def test_demo_assets_are_package_data():
     data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["fkdiff"]
     shipped = [p.relative_to(ASSETS.parent).as_posix() for p in ASSETS.rglob("*") if p.is_file()]
     assert shipped and all(any(Path(f).match(pat) for pat in data) for f in shipped), shipped
+
+
+def test_public_api_names_resolve():
+    import fkdiff
+
+    for name in fkdiff.__all__:
+        assert getattr(fkdiff, name) is not None, name
+    assert fkdiff.ImageReward.__module__ == "fkdiff.rewards.imagereward"
