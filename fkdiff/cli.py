@@ -91,6 +91,8 @@ def cmd_generate(args) -> int:
         model=args.model,
         prompts=read_prompts(args.prompt, args.prompts_file),
         method=args.method,
+        search=args.search,
+        rounds=args.rounds,
         particles=args.particles,
         rewards=args.reward,
         reward_sources=dict(args.reward_source or []),
@@ -106,7 +108,8 @@ def cmd_generate(args) -> int:
         dtype=args.dtype,
         out_root=args.out,
     )
-    lines = [f"{report['method']} on {report['model']} ({report['family']}), NFE per image {report['nfe_per_image']:g}"]
+    method = report["method"] + (f" ({report['search']})" if report["search"] else "")
+    lines = [f"{method} on {report['model']} ({report['family']}), NFE per image {report['nfe_per_image']:g}"]
     for img in report["images"]:
         score = "" if img["reward"] is None else f"  reward {img['reward']:.4g}"
         lines.append(f"  {img['file']}{score}  {img['prompt'] or ''}")
@@ -117,7 +120,7 @@ def cmd_generate(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .bench.exact_target import BENCH_REWARDS
-    from .generate import METHODS, REWARDS
+    from .generate import METHODS, REWARDS, SEARCHES
     from .smc import POTENTIALS
 
     parser = argparse.ArgumentParser(prog="fkdiff", description="Inference-time steering of diffusion models.")
@@ -144,7 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
     g.add_argument("--prompts-file", default=None, help="a text file, one prompt per line")
     g.add_argument("--method", choices=METHODS, default="fk")
-    g.add_argument("--particles", type=int, default=4, help="FK particles K per prompt, or search candidates N")
+    g.add_argument("--search", choices=SEARCHES, default="random", help="which noise search (--method search)")
+    g.add_argument("--rounds", type=int, default=4, help="zero-order search rounds")
+    g.add_argument(
+        "--particles",
+        type=int,
+        default=4,
+        help="FK particles K per prompt; search: candidates N (random), neighbours (zero-order), paths = branches",
+    )
     g.add_argument("--reward", action="append", metavar="NAME[:WEIGHT]", help="a reward (repeat to combine)")
     g.add_argument("--reward-source", action="append", type=_source, metavar="NAME=PATH_OR_ID", help="weights")
     g.add_argument("--steps", type=int, default=50, help="denoising steps")

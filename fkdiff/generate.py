@@ -19,6 +19,7 @@ from .demo import new_output_folder
 __all__ = [
     "REWARDS",
     "METHODS",
+    "SEARCHES",
     "RewardSpec",
     "parse_reward_spec",
     "build_reward",
@@ -33,6 +34,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 METHODS = ("plain", "fk", "search")
+SEARCHES = ("random", "zero-order", "paths")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DIGITS_MODEL = "digits"  # the shipped offline model
 
@@ -199,7 +201,7 @@ def read_prompts(prompts: list[str] | None, prompts_file: str | None) -> list[st
     return out
 
 
-def _prepare_scheduler(pipe, family: str, method: str, scheduler: str) -> dict:
+def _prepare_scheduler(pipe, family: str, method: str, scheduler: str, search: str = "random") -> dict:
     """Install the sampler the method needs; returns extra call kwargs (e.g. DDIM's eta).
 
     ``auto``: FK steering needs fresh noise at each step so that copies of a resampled particle diverge:
@@ -231,7 +233,8 @@ def _prepare_scheduler(pipe, family: str, method: str, scheduler: str) -> dict:
         return {}
     name = type(pipe.scheduler).__name__
     if method == "search":  # the image must be a function of the initial noise alone
-        if not flow and is_stochastic(pipe.scheduler, {}):
+        stateless = name in ("DDIMScheduler", "EulerDiscreteScheduler")  # path search re-enters the schedule
+        if not flow and (is_stochastic(pipe.scheduler, {}) or (search == "paths" and not stateless)):
             pipe.scheduler = DDIMScheduler.from_config(cfg)
         return {}
     if flow:
@@ -291,6 +294,8 @@ def run_generate(
     model: str = DIGITS_MODEL,
     prompts: list[str] | None = None,
     method: str = "fk",
+    search: str = "random",
+    rounds: int = 4,
     particles: int = 4,
     rewards: list[str] | None = None,
     reward_sources: dict[str, str] | None = None,
@@ -313,7 +318,9 @@ def run_generate(
     t_start = time.perf_counter()
     if method not in METHODS:
         raise ValueError(f"unknown --method {method!r}; choose from {', '.join(METHODS)}")
-    for name, v in (("particles", particles), ("steps", steps), ("num_images", num_images)):
+    if search not in SEARCHES:
+        raise ValueError(f"unknown --search {search!r}; choose from {', '.join(SEARCHES)}")
+    for name, v in (("particles", particles), ("steps", steps), ("num_images", num_images), ("rounds", rounds)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
     specs = [parse_reward_spec(r) for r in (rewards or [])]
@@ -334,7 +341,7 @@ def run_generate(
     if not conditional and prompts:
         raise ValueError(f"--model {model} is unconditional: it takes no prompts (use --num-images)")
     reward, parts = build_reward(specs, reward_sources, dev) if specs else (None, {})
-    extra = _prepare_scheduler(pipe, family, method, scheduler)
+    extra = _prepare_scheduler(pipe, family, method, scheduler, search)
     load_seconds = time.perf_counter() - t0
 
     call = dict(num_inference_steps=steps, output_type="pt", **extra)
@@ -349,14 +356,26 @@ def run_generate(
     groups = prompts if conditional else [None] * num_images
     counter = {"nfe": 0}
     t0 = time.perf_counter()
-    seeds: list[int]
+    seeds: list[int | None]
+    noises: list[torch.Tensor] = []
     if method == "search":
-        search = NoiseSearchPipeline.from_pipe(pipe)
+        searcher = NoiseSearchPipeline.from_pipe(pipe)
         images, seeds = [], []
         for i, p in enumerate(groups):
-            res = search.random_search(p, verifier=reward, num_candidates=particles, seed=seed * 1000 + i, **call)
+            s = seed * 1000 + i
+            if search == "random":
+                res = searcher.random_search(p, verifier=reward, num_candidates=particles, seed=s, **call)
+            elif search == "zero-order":
+                res = searcher.zero_order_search(
+                    p, verifier=reward, num_neighbors=particles, num_rounds=rounds, seed=s, **call
+                )
+            else:
+                res = searcher.path_search(
+                    p, verifier=reward, num_paths=particles, num_branches=particles, seed=s, **call
+                )
             images.append(res.images[0] if res.images.dim() == 4 else res.images)
-            seeds.append(int(res.best_seed))
+            seeds.append(None if res.best_seed is None else int(res.best_seed))
+            noises.append(res.best_noise.detach().float().cpu().contiguous())
             counter["nfe"] += res.nfe
         images = torch.stack(images)
     else:
@@ -389,13 +408,21 @@ def run_generate(
     names = [f"{i:03d}-{_slug(p) if p else 'sample'}.png" for i, p in enumerate(groups)]
     _save_images(images, names, folder)
     _save_grid(images, folder / "grid.png")
+    extra_files = []
+    if noises:  # the winners' initial noises: `latents=` of the stock pipeline regenerates them (random, zero-order)
+        from safetensors.torch import save_file
+
+        save_file({n[:-4]: z for n, z in zip(names, noises)}, str(folder / "noises.safetensors"))
+        extra_files.append("noises.safetensors")
     report = {
         "command": "generate",
         "model": model,
         "family": family,
         "method": method,
+        "search": search if method == "search" else None,
         "settings": {
             "particles": particles,
+            "rounds": rounds if method == "search" and search == "zero-order" else None,
             "steps": steps,
             "guidance": guidance,
             "lmbda": lmbda if method == "fk" else None,
@@ -433,7 +460,7 @@ def run_generate(
             "platform": platform.platform(),
             "threads": torch.get_num_threads(),
         },
-        "files": ["grid.png", "report.json", *names],
+        "files": ["grid.png", "report.json", *extra_files, *names],
     }
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     return folder, report
@@ -451,6 +478,7 @@ REPORT_SCHEMA = {
         "model": {"type": "string"},
         "family": {"enum": ["flux", "sd3", "sdxl", "sd", "unconditional"]},
         "method": {"enum": list(METHODS)},
+        "search": {"enum": [*SEARCHES, None]},
         "settings": {
             "type": "object",
             "required": ["particles", "steps", "seed", "device", "dtype", "rewards", "scheduler"],
@@ -482,7 +510,7 @@ REPORT_SCHEMA = {
                 "properties": {
                     "file": {"type": "string", "pattern": r"^\d{3}-[a-z0-9-]+\.png$"},
                     "prompt": {"type": ["string", "null"]},
-                    "seed": {"type": "integer"},
+                    "seed": {"type": ["integer", "null"]},
                     "reward": _NUM_OR_NULL,
                     "rewards": {"type": "object", "additionalProperties": _NUM},
                 },

@@ -53,6 +53,33 @@ def test_generate_on_the_shipped_model(method, nfe, tmp_path, capsys):
 
 
 @needs_assets
+@pytest.mark.parametrize("kind", ["random", "zero-order", "paths"])
+def test_every_search_saves_winners_that_regenerate(kind, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from fkdiff.digits import load_demo_pipeline
+    from fkdiff.pipelines import NoiseSearchPipeline
+
+    args = ["--method", "search", "--search", kind, "--particles", "2", "--rounds", "2", "--steps", "8"]
+    folder, report = _run([*args, "--num-images", "2", "--reward", "digit-5"], tmp_path)
+    assert report["search"] == kind and report["nfe_per_image"] >= 2 * 8
+    noises = load_file(str(folder / "noises.safetensors"))
+    assert sorted(noises) == sorted(i["file"][:-4] for i in report["images"])
+    if kind != "paths":  # a path winner is its lineage of re-noisings, not one noise
+        import diffusers
+
+        pipe = load_demo_pipeline()
+        scheduler_class = getattr(diffusers, report["settings"]["scheduler"])  # the one the search ran with
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+        for img in report["images"]:
+            again = NoiseSearchPipeline.from_pipe(pipe).regenerate(None, noises[img["file"][:-4]], 8)
+            saved = torch.from_numpy(np.array(Image.open(folder / img["file"]))).float() / 255
+            assert (again[0, 0] - saved).abs().max() <= 1 / 255 + 1e-6
+
+
+@needs_assets
 def test_fk_steers_toward_the_digit_on_the_shipped_model(tmp_path):
     """More particles, higher reward: FK with K = 8 beats plain sampling's reward on the same seeds."""
     base = ["--num-images", "4", "--steps", "20", "--reward", "digit-3", "--seed", "1"]
