@@ -124,6 +124,14 @@ def test_gradients_reach_the_images_and_prompts_are_required(fk_reward):
 def test_not_an_imagereward_checkpoint_and_offline_errors(tmp_path):
     with pytest.raises(ValueError, match="unexpected parameters"):
         convert_imagereward_state_dict({"model.visual.proj": torch.zeros(1)})
+    with pytest.raises(ValueError, match="unexpected parameters"):
+        convert_imagereward_state_dict({"blip.visual_encoder.blocks.0.attn.rel_pos": torch.zeros(1)})
+    unused = {
+        "blip.vision_proj.weight": torch.zeros(1),
+        "blip.itm_head.bias": torch.zeros(1),
+        "blip.temp": torch.ones(1),
+    }
+    assert convert_imagereward_state_dict(unused) == {}
     with pytest.raises(FileNotFoundError, match=r"ImageReward\.pt.*THUDM/ImageReward|THUDM/ImageReward.*local"):
         ImageReward.from_pretrained("THUDM/ImageReward")
     (tmp_path / "ImageReward.pt").write_bytes(b"")

@@ -11,6 +11,7 @@ parameter names; :func:`convert_imagereward_state_dict` maps them onto ``BlipVis
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from .base import Reward, resolve_weights_file, to_module
 from .clip import OPENAI_MEAN, OPENAI_STD, clip_preprocess
 
 __all__ = ["ImageReward", "ImageRewardModel", "convert_imagereward_state_dict", "imagereward_configs"]
+
+logger = logging.getLogger(__name__)
 
 SCORE_MEAN = 0.16717362830052426
 SCORE_STD = 1.0333394966054072
@@ -125,14 +128,21 @@ class ImageRewardModel(torch.nn.Module):
 def convert_imagereward_state_dict(state: dict) -> dict:
     """Reference names (``blip.visual_encoder.*``, ``blip.text_encoder.*``, ``mlp.layers.*``) → ImageRewardModel's.
 
-    BLIP's unused contrastive projections (``blip.vision_proj``, ``blip.text_proj``) and the ``position_ids``
-    buffer are dropped; any other unknown name is an error, so a wrong checkpoint cannot load silently.
+    Parts of BLIP the score never uses are dropped, as the reference's non-strict load ignores them: the
+    contrastive projections (``blip.vision_proj``, ``blip.text_proj``) and any other ``blip.*`` head, a
+    text pooler, the ``position_ids`` buffer. A name outside ``blip.*`` / ``mlp.*`` is an error, and the
+    caller loads strictly, so a wrong or truncated checkpoint cannot load silently.
     """
-    out, unknown = {}, []
+    out, unknown, dropped = {}, [], []
     for key, value in state.items():
-        if key.endswith("position_ids") or key.startswith(("blip.vision_proj.", "blip.text_proj.")):
-            continue
-        if key.startswith("blip.text_encoder."):
+        used = key.startswith(("blip.visual_encoder.", "blip.text_encoder."))
+        if (
+            key.endswith("position_ids")
+            or key.startswith("blip.text_encoder.pooler.")
+            or (key.startswith("blip.") and not used)
+        ):
+            dropped.append(key)
+        elif key.startswith("blip.text_encoder."):
             out["text." + key[len("blip.text_encoder.") :]] = value
         elif key.startswith("blip.visual_encoder."):
             name = key[len("blip.visual_encoder.") :]
@@ -150,6 +160,8 @@ def convert_imagereward_state_dict(state: dict) -> dict:
     if unknown:
         more = "…" if len(unknown) > 5 else ""
         raise ValueError(f"not an ImageReward checkpoint: unexpected parameters {unknown[:5]}{more}")
+    if dropped:
+        logger.info("ImageReward: %d checkpoint tensors unused by the score, e.g. %s", len(dropped), dropped[:3])
     return out
 
 
