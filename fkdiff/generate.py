@@ -314,6 +314,7 @@ def run_generate(
     """Generate with ``method``; returns the new output folder and the report written there."""
     from .pipelines import FKSteeringPipeline, NoiseSearchPipeline
     from .pipelines.families import detect_family
+    from .pipelines.intercept import is_stochastic
 
     t_start = time.perf_counter()
     if method not in METHODS:
@@ -428,6 +429,7 @@ def run_generate(
             "lmbda": lmbda if method == "fk" else None,
             "scheduler": type(pipe.scheduler).__name__,
             "scheduler_kwargs": extra,
+            "scheduler_stochastic": is_stochastic(pipe.scheduler, extra),
             "height": int(images.shape[-2]),
             "width": int(images.shape[-1]),
             "seed": seed,

@@ -147,6 +147,7 @@ def test_generate_sd_search_and_plain(tiny_sd_folder, tiny_reward_sources, tmp_p
     src = ["--reward-source", f"imagereward={tiny_reward_sources['imagereward']}"]
     _, search = _run([*common, "--method", "search", "--particles", "3", "--reward", "imagereward", *src], tmp_path)
     assert search["nfe"] == 3 * 3 * 2 and search["settings"]["scheduler"] == "DDIMScheduler"
+    assert search["settings"]["scheduler_stochastic"] is False
     _, plain = _run([*common, "--method", "plain"], tmp_path)
     assert plain["nfe"] == 3 * 2 and plain["images"][0]["reward"] is None
     _, bf16 = _run(
@@ -154,6 +155,25 @@ def test_generate_sd_search_and_plain(tiny_sd_folder, tiny_reward_sources, tmp_p
         tmp_path,
     )
     assert bf16["settings"]["dtype"] == "bfloat16" and isinstance(bf16["images"][0]["reward"], float)
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_generate_fk_on_other_families(family, tiny_reward_sources, tmp_path):
+    """FK needs fresh noise per step: flow-matching pipelines get stochastic FlowMatch-Euler."""
+    import fkdiff.testing as testing
+
+    pipe = getattr(testing, f"tiny_{family}_pipeline")()
+    pipe.save_pretrained(tmp_path / family)
+    args = ["--model", str(tmp_path / family), "--prompt", "a cat", "--steps", "3", "--particles", "2"]
+    args += ["--reward", "imagereward", "--reward-source", f"imagereward={tiny_reward_sources['imagereward']}"]
+    _, report = _run(args, tmp_path / "out")
+    assert report["family"] == family
+    sched = report["settings"]["scheduler"]
+    assert report["settings"]["scheduler_stochastic"] is True
+    if family == "sdxl":  # the tiny SDXL ships Euler-ancestral, already stochastic: kept
+        assert sched == "EulerAncestralDiscreteScheduler" and report["settings"]["scheduler_kwargs"] == {}
+    else:
+        assert sched == "FlowMatchEulerDiscreteScheduler"
 
 
 @pytest.mark.parametrize(
