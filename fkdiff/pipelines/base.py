@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .families import Family, detect_family
@@ -11,6 +13,9 @@ __all__ = ["WrappedPipeline"]
 
 class WrappedPipeline:
     """Wraps a loaded diffusers pipeline (no weights copied); components read through (``.unet``, ``.vae``...)."""
+
+    # set (to a predicate) while a caller replays steps without evaluating them: the NFE counter skips them
+    _skip_now = None
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -44,3 +49,20 @@ class WrappedPipeline:
     @property
     def _denoiser(self) -> torch.nn.Module:
         return getattr(self.pipe, "unet", None) or self.pipe.transformer
+
+    @contextlib.contextmanager
+    def _counting(self, counter: dict):
+        """While active, ``counter["nfe"]`` grows by the rows of every denoiser call (CFG counts both halves)."""
+
+        def hook(module, args, kwargs):
+            skip = self._skip_now
+            if skip is not None and skip():  # a path-search segment skipping this step: no evaluation
+                return
+            x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+            counter["nfe"] += int(x.shape[0])
+
+        handle = self._denoiser.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()

@@ -11,7 +11,6 @@ determines the image); a warning says so otherwise.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import math
@@ -124,21 +123,6 @@ class NoiseSearchPipeline(WrappedPipeline):
         return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
     # ------------------------------------------------------------------ generation and scoring
-    @contextlib.contextmanager
-    def _counting(self, counter: dict):
-        def hook(module, args, kwargs):
-            skip = getattr(self, "_skip_now", None)
-            if skip is not None and skip():  # a path-search segment skipping this step: no evaluation
-                return
-            x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
-            counter["nfe"] += int(x.shape[0])
-
-        handle = self._denoiser.register_forward_pre_hook(hook, with_kwargs=True)
-        try:
-            yield
-        finally:
-            handle.remove()
-
     def generate(self, prompt, noises: torch.Tensor, num_inference_steps: int, **pipe_kwargs) -> torch.Tensor:
         """Images in [0, 1] for a batch of initial noises ``[n, *noise_shape]`` (one prompt for all)."""
         pipe, n = self.pipe, noises.shape[0]
