@@ -15,7 +15,7 @@ import torch
 from .digits import ASSETS, load_classifier, load_demo_pipeline
 from .rewards import ClassifierReward
 
-__all__ = ["run_demo", "new_output_folder", "DEMO_REPORT_SCHEMA"]
+__all__ = ["run_demo", "new_output_folder", "to_pil", "DEMO_REPORT_SCHEMA"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,14 @@ def new_output_folder(root: str | Path, prefix: str = "demo") -> Path:
     raise RuntimeError(f"could not create a new output folder under {root}")
 
 
+def to_pil(image: torch.Tensor):
+    """One [C, H, W] image in [0, 1] (C = 1 or 3) → an 8-bit PIL image ("L" or "RGB")."""
+    from PIL import Image
+
+    arr = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+
+
 def _grid(rows: dict[str, torch.Tensor], path: Path, scale: int = 4) -> None:
     """Save rows of [N, 1, H, W] images in [0, 1] as one PNG, a label column on the left."""
     from PIL import Image, ImageDraw
@@ -47,8 +55,7 @@ def _grid(rows: dict[str, torch.Tensor], path: Path, scale: int = 4) -> None:
     for r, (name, imgs) in enumerate(rows.items()):
         draw.text((4, r * cell_h + cell_h // 2 - 6), name, fill=0)
         for c in range(imgs.shape[0]):
-            arr = (imgs[c, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-            tile = Image.fromarray(arr, mode="L").resize((w * scale, h * scale), Image.NEAREST)
+            tile = to_pil(imgs[c, :1]).resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(tile, (label_w + c * cell_w, r * cell_h))
     canvas.save(path)
 

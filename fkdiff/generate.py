@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import re
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .demo import new_output_folder
+from .demo import new_output_folder, to_pil
 
 __all__ = [
     "REWARDS",
@@ -109,7 +110,7 @@ def parse_reward_spec(text: str) -> RewardSpec:
         w = float(weight)
     except ValueError:
         raise ValueError(f"reward weight must be a number, got {weight!r} in {text!r} (NAME[:WEIGHT])") from None
-    if not torch.isfinite(torch.tensor(w)):
+    if not math.isfinite(w):
         raise ValueError(f"reward weight must be finite, got {weight!r} in {text!r}")
     return RewardSpec(name, w)
 
@@ -255,17 +256,7 @@ def _slug(text: str, n: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "image"
 
 
-def _save_images(images: torch.Tensor, names: list[str], folder: Path) -> None:
-    from PIL import Image
-
-    for img, name in zip(images, names):
-        arr = (img.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(folder / name)
-
-
 def _save_grid(images: torch.Tensor, path: Path, min_cell: int = 64) -> None:
-    import math
-
     from PIL import Image
 
     n, c, h, w = images.shape
@@ -274,19 +265,9 @@ def _save_grid(images: torch.Tensor, path: Path, min_cell: int = 64) -> None:
     scale = max(1, math.ceil(min_cell / max(h, w)))
     canvas = Image.new("RGB", (cols * w * scale, rows * h * scale), "white")
     for i, img in enumerate(images):
-        arr = (img.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        tile = Image.fromarray(arr[..., 0] if c == 1 else arr).convert("RGB")
-        tile = tile.resize((w * scale, h * scale), Image.NEAREST)
+        tile = to_pil(img).convert("RGB").resize((w * scale, h * scale), Image.NEAREST)
         canvas.paste(tile, ((i % cols) * w * scale, (i // cols) * h * scale))
     canvas.save(path)
-
-
-def _count_nfe(denoiser: torch.nn.Module, counter: dict):
-    def hook(module, args, kwargs):
-        x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
-        counter["nfe"] += int(x.shape[0])
-
-    return denoiser.register_forward_pre_hook(hook, with_kwargs=True)
 
 
 def run_generate(
@@ -313,7 +294,6 @@ def run_generate(
 ) -> tuple[Path, dict]:
     """Generate with ``method``; returns the new output folder and the report written there."""
     from .pipelines import FKSteeringPipeline, NoiseSearchPipeline
-    from .pipelines.families import detect_family
     from .pipelines.intercept import is_stochastic
 
     t_start = time.perf_counter()
@@ -334,7 +314,8 @@ def run_generate(
     pipe = load_pipeline(model, torch_dtype)
     pipe.to(dev)
     pipe.set_progress_bar_config(leave=False)
-    family = detect_family(pipe).name
+    steer = FKSteeringPipeline.from_pipe(pipe)
+    family = steer.family.name
     conditional = family != "unconditional"
     prompts = list(prompts or [])
     if conditional and not prompts:
@@ -374,29 +355,24 @@ def run_generate(
                 res = searcher.path_search(
                     p, verifier=reward, num_paths=particles, num_branches=particles, seed=s, **call
                 )
-            images.append(res.images[0] if res.images.dim() == 4 else res.images)
+            images.append(res.images[0])
             seeds.append(None if res.best_seed is None else int(res.best_seed))
             noises.append(res.best_noise.detach().float().cpu().contiguous())
             counter["nfe"] += res.nfe
         images = torch.stack(images)
     else:
-        handle = _count_nfe(FKSteeringPipeline.from_pipe(pipe)._denoiser, counter)
-        try:
-            gen = torch.Generator(device="cpu").manual_seed(seed)
-            kwargs = dict(prompt=prompts) if conditional else dict(batch_size=num_images)
-            if method == "plain":
-                out = pipe(**kwargs, generator=gen, **call)
-                images = out.images
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        kwargs = dict(prompt=prompts) if conditional else dict(batch_size=num_images)
+        with steer._counting(counter):
+            if method == "plain":  # every diffusers pipeline has "np" (NHWC in [0, 1]); not all have "pt"
+                np_images = pipe(**kwargs, generator=gen, **{**call, "output_type": "np"}).images
+                images = torch.from_numpy(np_images).permute(0, 3, 1, 2)
             else:
-                fk = FKSteeringPipeline.from_pipe(pipe)
-                out = fk(**kwargs, reward=reward, num_particles=particles, lmbda=lmbda, generator=gen, **call)
-                images = out.images
-        finally:
-            handle.remove()
+                images = steer(
+                    **kwargs, reward=reward, num_particles=particles, lmbda=lmbda, generator=gen, **call
+                ).images
         seeds = [seed] * len(groups)
-    images = torch.as_tensor(images).float()
-    if images.dim() == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
-        images = images.permute(0, 3, 1, 2)  # NHWC output of some pipelines
+    images = images.float()
     gen_seconds = time.perf_counter() - t0
 
     scores, total = {}, None
@@ -407,7 +383,8 @@ def run_generate(
 
     folder = new_output_folder(out_root, prefix=f"generate-{method}")
     names = [f"{i:03d}-{_slug(p) if p else 'sample'}.png" for i, p in enumerate(groups)]
-    _save_images(images, names, folder)
+    for img, name in zip(images, names):
+        to_pil(img).save(folder / name)
     _save_grid(images, folder / "grid.png")
     extra_files = []
     if noises:  # the winners' initial noises: `latents=` of the stock pipeline regenerates them (random, zero-order)
