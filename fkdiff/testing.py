@@ -70,7 +70,7 @@ def build_bert_tokenizer(directory: str | Path | None = None):
 def tiny_imagereward_checkpoint(directory: str | Path, seed: int = 0) -> Path:
     """``ImageReward.pt`` (reference parameter names) + ``med_config.json`` of a tiny random ImageReward in
     ``directory``, plus a BERT tokenizer in ``directory/tokenizer``; load with ``ImageReward.from_pretrained``."""
-    from .rewards.imagereward import ImageRewardModel, imagereward_configs
+    from .rewards.imagereward import ImageRewardModel, imagereward_configs, to_reference_state_dict
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -85,27 +85,7 @@ def tiny_imagereward_checkpoint(directory: str | Path, seed: int = 0) -> Path:
     )
     _seed(seed)
     model = ImageRewardModel(*imagereward_configs(med))
-    inverse = {"encoder.layers.": "blocks.", "layer_norm1": "norm1", "layer_norm2": "norm2", "self_attn.": "attn."}
-    state = {}
-    for key, value in model.state_dict().items():
-        if key.startswith("head."):
-            index = {"0": "0", "1": "2", "2": "4", "3": "6", "4": "7"}[key.split(".")[1]]
-            state[f"mlp.layers.{index}.{key.split('.')[2]}"] = value
-        elif key.startswith("text."):
-            state["blip.text_encoder." + key[5:]] = value
-        else:
-            name = key[len("vision.") :]
-            name = {
-                "embeddings.class_embedding": "cls_token",
-                "embeddings.position_embedding": "pos_embed",
-                "embeddings.patch_embedding.weight": "patch_embed.proj.weight",
-                "embeddings.patch_embedding.bias": "patch_embed.proj.bias",
-                "post_layernorm.weight": "norm.weight",
-                "post_layernorm.bias": "norm.bias",
-            }.get(name, name)
-            for a, b in inverse.items():
-                name = name.replace(a, b)
-            state["blip.visual_encoder." + name.replace("attn.projection", "attn.proj")] = value
+    state = to_reference_state_dict(model.state_dict())
     torch.save(state, directory / "ImageReward.pt")
     (directory / "med_config.json").write_text(json.dumps(med))
     return directory

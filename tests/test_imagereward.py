@@ -150,3 +150,16 @@ def test_bfloat16_model_takes_float32_images(tmp_path):
         want, got = ref(x, PROMPTS[:2]), half(x, PROMPTS[:2])
     assert got.dtype == torch.float32 and torch.isfinite(got).all()
     torch.testing.assert_close(got, want, rtol=0.05, atol=0.05)
+
+
+def test_name_mapping_round_trips(reference):
+    """Every parameter of the published layout maps onto ImageRewardModel and back to the same name."""
+    from fkdiff.rewards.imagereward import to_reference_state_dict
+
+    names = {name: torch.zeros(1) for name, _ in reference["spec"]}
+    ours = convert_imagereward_state_dict(names)
+    kept = {n for n in names if not n.startswith(("blip.vision_proj.", "blip.text_proj."))}
+    assert set(to_reference_state_dict(ours)) == kept
+    assert "vision.encoder.layers.23.self_attn.projection.weight" in ours and "head.4.bias" in ours
+    with pytest.raises(ValueError, match="not an ImageRewardModel parameter"):
+        to_reference_state_dict({"vision.extra.weight": torch.zeros(1)})

@@ -20,26 +20,46 @@ import torch
 from .base import Reward, resolve_weights_file, to_module
 from .clip import OPENAI_MEAN, OPENAI_STD, clip_preprocess
 
-__all__ = ["ImageReward", "ImageRewardModel", "convert_imagereward_state_dict", "imagereward_configs"]
+__all__ = [
+    "ImageReward",
+    "ImageRewardModel",
+    "convert_imagereward_state_dict",
+    "to_reference_state_dict",
+    "imagereward_configs",
+]
 
 logger = logging.getLogger(__name__)
 
 SCORE_MEAN = 0.16717362830052426
 SCORE_STD = 1.0333394966054072
 HEAD_SIZES = (768, 1024, 128, 64, 16, 1)
-# reference head: nn.Sequential(Linear, Dropout, Linear, Dropout, Linear, Dropout, Linear, Linear) — no activations
-_HEAD_INDEX = {"0": "0", "2": "1", "4": "2", "6": "3", "7": "4"}
-_VISION_RENAMES = [
-    (r"^cls_token$", "embeddings.class_embedding"),
-    (r"^pos_embed$", "embeddings.position_embedding"),
-    (r"^patch_embed\.proj\.", "embeddings.patch_embedding."),
-    (r"^blocks\.(\d+)\.norm1\.", r"encoder.layers.\1.layer_norm1."),
-    (r"^blocks\.(\d+)\.norm2\.", r"encoder.layers.\1.layer_norm2."),
-    (r"^blocks\.(\d+)\.attn\.qkv\.", r"encoder.layers.\1.self_attn.qkv."),
-    (r"^blocks\.(\d+)\.attn\.proj\.", r"encoder.layers.\1.self_attn.projection."),
-    (r"^blocks\.(\d+)\.mlp\.", r"encoder.layers.\1.mlp."),
-    (r"^norm\.", "post_layernorm."),
+_VIT, _BLOCK = "blip.visual_encoder.", "blip.visual_encoder.blocks.{n}."
+# (reference name, ImageRewardModel name): a pair ending in "." maps a prefix, any other an exact name; {n} is
+# a layer index. The reference head is Sequential(Linear, Dropout, Linear, Dropout, Linear, Dropout, Linear,
+# Linear), without activations: its Linear layers 0, 2, 4, 6, 7 are head.0 … head.4.
+_NAMES = [
+    ("blip.text_encoder.", "text."),
+    (_VIT + "cls_token", "vision.embeddings.class_embedding"),
+    (_VIT + "pos_embed", "vision.embeddings.position_embedding"),
+    (_VIT + "patch_embed.proj.", "vision.embeddings.patch_embedding."),
+    (_BLOCK + "norm1.", "vision.encoder.layers.{n}.layer_norm1."),
+    (_BLOCK + "norm2.", "vision.encoder.layers.{n}.layer_norm2."),
+    (_BLOCK + "attn.qkv.", "vision.encoder.layers.{n}.self_attn.qkv."),
+    (_BLOCK + "attn.proj.", "vision.encoder.layers.{n}.self_attn.projection."),
+    (_BLOCK + "mlp.", "vision.encoder.layers.{n}.mlp."),
+    (_VIT + "norm.", "vision.post_layernorm."),
+    *[(f"mlp.layers.{r}.{p}", f"head.{o}.{p}") for o, r in enumerate((0, 2, 4, 6, 7)) for p in ("weight", "bias")],
 ]
+
+
+def _rename(name: str, reverse: bool = False) -> str | None:
+    """Reference name → ImageRewardModel's (``reverse``: the other way); None when no pair applies."""
+    for a, b in _NAMES:
+        src, dst = (b, a) if reverse else (a, b)
+        pattern = re.escape(src).replace(re.escape("{n}"), r"(\d+)") + ("" if src.endswith(".") else "$")
+        if m := re.match(pattern, name):
+            return dst.replace("{n}", m.group(1) if m.groups() else "") + name[m.end() :]
+    return None
 
 
 def imagereward_configs(med_config: dict | None = None, *, vision: dict | None = None):
@@ -142,19 +162,8 @@ def convert_imagereward_state_dict(state: dict) -> dict:
             or (key.startswith("blip.") and not used)
         ):
             dropped.append(key)
-        elif key.startswith("blip.text_encoder."):
-            out["text." + key[len("blip.text_encoder.") :]] = value
-        elif key.startswith("blip.visual_encoder."):
-            name = key[len("blip.visual_encoder.") :]
-            for pattern, repl in _VISION_RENAMES:
-                new, n = re.subn(pattern, repl, name)
-                if n:
-                    out["vision." + new] = value
-                    break
-            else:
-                unknown.append(key)
-        elif (m := re.match(r"^mlp\.layers\.(\d+)\.(weight|bias)$", key)) and m.group(1) in _HEAD_INDEX:
-            out[f"head.{_HEAD_INDEX[m.group(1)]}.{m.group(2)}"] = value
+        elif (new := _rename(key)) is not None:
+            out[new] = value
         else:
             unknown.append(key)
     if unknown:
@@ -162,6 +171,19 @@ def convert_imagereward_state_dict(state: dict) -> dict:
         raise ValueError(f"not an ImageReward checkpoint: unexpected parameters {unknown[:5]}{more}")
     if dropped:
         logger.info("ImageReward: %d checkpoint tensors unused by the score, e.g. %s", len(dropped), dropped[:3])
+    return out
+
+
+def to_reference_state_dict(state: dict) -> dict:
+    """ImageRewardModel's names → the published checkpoint's (the inverse of :func:`convert_imagereward_state_dict`
+    on the tensors the score uses): how test checkpoints in the reference layout are written."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith("position_ids"):
+            continue
+        if (ref := _rename(key, reverse=True)) is None:
+            raise ValueError(f"not an ImageRewardModel parameter: {key!r}")
+        out[ref] = value
     return out
 
 
