@@ -67,6 +67,25 @@ def build_bert_tokenizer(directory: str | Path | None = None):
     return tok
 
 
+def tiny_open_clip(directory: str | Path, name: str = "fkdiff-tiny-clip", seed: int = 0):
+    """Register a tiny open_clip model config ``name`` (its JSON written to ``directory``) and build it at
+    random weights; ``open_clip.create_model_and_transforms(name, pretrained=path)`` then loads checkpoints."""
+    import open_clip
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
+    }
+    (directory / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(directory)
+    _seed(seed)
+    model, _, _ = open_clip.create_model_and_transforms(name, pretrained=None)
+    return model
+
+
 def tiny_imagereward_checkpoint(directory: str | Path, seed: int = 0) -> Path:
     """``ImageReward.pt`` (reference parameter names) + ``med_config.json`` of a tiny random ImageReward in
     ``directory``, plus a BERT tokenizer in ``directory/tokenizer``; load with ``ImageReward.from_pretrained``."""

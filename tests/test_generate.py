@@ -100,19 +100,11 @@ def tiny_sd_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_reward_sources(tmp_path_factory):
-    open_clip = pytest.importorskip("open_clip")
-    from fkdiff.testing import tiny_imagereward_checkpoint
+    pytest.importorskip("open_clip")
+    from fkdiff.testing import tiny_imagereward_checkpoint, tiny_open_clip
 
     d = tmp_path_factory.mktemp("rewards")
-    cfg = {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 1},
-    }
-    (d / "fkdiff-generate-clip.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(d)
-    torch.manual_seed(0)
-    model, _, _ = open_clip.create_model_and_transforms("fkdiff-generate-clip", pretrained=None)
+    model = tiny_open_clip(d, "fkdiff-generate-clip")
     torch.save(model.state_dict(), d / "clip.pt")
     return {
         "clip": f"fkdiff-generate-clip:{d / 'clip.pt'}",

@@ -1,7 +1,6 @@
 """Rewards on tiny, locally built models (an open_clip custom config, random weights): contract, order,
 gradients, local loading, offline errors, composition."""
 
-import json
 import math
 
 import pytest
@@ -16,17 +15,9 @@ TINY = "fkdiff-tiny-clip"
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    d = tmp_path_factory.mktemp("clipcfg")
-    cfg = {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
-    }
-    (d / f"{TINY}.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(d)
-    torch.manual_seed(0)
-    model, _, _ = open_clip.create_model_and_transforms(TINY, pretrained=None)
-    return model
+    from fkdiff.testing import tiny_open_clip
+
+    return tiny_open_clip(tmp_path_factory.mktemp("clipcfg"), TINY)
 
 
 def images(n=5, size=40, seed=0):
